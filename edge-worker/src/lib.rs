@@ -1,0 +1,1 @@
+//! The Nexus edge collector (see edge-worker/README.md).

@@ -1,0 +1,1 @@
+//! The Nexus origin service.

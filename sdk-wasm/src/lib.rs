@@ -1,0 +1,1 @@
+//! The Nexus browser SDK core (see sdk-wasm/README.md).

@@ -1,0 +1,80 @@
+//! `cargo xtask <command>`: set-up, build, run, test, bench and lint for the whole workspace.
+//!
+//! One entry point (as rust-analyzer does) so that the README, CI and developers run exactly the
+//! same steps. Each tier keeps its build and test steps in its own module.
+
+mod edge;
+mod sdk;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use xshell::Shell;
+
+/// Shared state of one xtask invocation.
+pub struct Ctx {
+    /// Shell rooted at the workspace.
+    pub sh: Shell,
+    /// Workspace root.
+    pub root: PathBuf,
+}
+
+impl Ctx {
+    fn new() -> Result<Ctx> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .ok_or_else(|| anyhow::anyhow!("xtask has no parent directory"))?
+            .to_path_buf();
+        let sh = Shell::new()?;
+        sh.change_dir(&root);
+        Ok(Ctx { sh, root })
+    }
+
+    /// Path of a tool installed by `npm ci` at the workspace root.
+    pub fn node_bin(&self, name: &str) -> PathBuf {
+        self.root.join("node_modules/.bin").join(name)
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Nexus workspace tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the browser SDK (wasm + npm package).
+    BuildSdk,
+    /// Build the edge worker.
+    BuildEdge,
+    /// Run the SDK test suites.
+    TestSdk,
+    /// Run the edge test suites.
+    TestEdge,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let ctx = Ctx::new()?;
+    match cli.cmd {
+        Cmd::BuildSdk => sdk::build(&ctx),
+        Cmd::BuildEdge => edge::build(&ctx),
+        Cmd::TestSdk => sdk::test(&ctx),
+        Cmd::TestEdge => edge::test(&ctx),
+    }
+}
+
+/// Runs `f` as a named stage and records how long it took.
+pub fn stage<T>(times: &mut Vec<(String, Duration)>, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    eprintln!("==> {name}");
+    let start = Instant::now();
+    let out = f();
+    let took = start.elapsed();
+    eprintln!("<== {name}: {:.1}s{}", took.as_secs_f64(), if out.is_err() { " (failed)" } else { "" });
+    times.push((name.to_owned(), took));
+    out
+}
