@@ -109,8 +109,7 @@ impl EnvelopeCode {
     pub fn status(self) -> u16 {
         use EnvelopeCode::*;
         match self {
-            MalformedJson | InvalidUtf8 | EmptyBatch | InvalidSentAt | InvalidEncoding
-            | InvalidQuery => 400,
+            MalformedJson | InvalidUtf8 | EmptyBatch | InvalidSentAt | InvalidEncoding | InvalidQuery => 400,
             MissingKey | InvalidKey | InvalidSignature | SignatureExpired => 401,
             RevokedKey | InsufficientScope | OriginNotAllowed => 403,
             NotFound => 404,
@@ -182,10 +181,7 @@ mod tests {
     #[test]
     fn codes_are_unique_snake_case_and_round_trip() {
         let mut seen = std::collections::HashSet::new();
-        let all = EnvelopeCode::ALL
-            .iter()
-            .map(|c| c.as_str())
-            .chain(RejectCode::ALL.iter().map(|c| c.as_str()));
+        let all = EnvelopeCode::ALL.iter().map(|c| c.as_str()).chain(RejectCode::ALL.iter().map(|c| c.as_str()));
         for s in all {
             assert!(seen.insert(s), "duplicate code {s}");
             assert!(s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{s}");

@@ -76,17 +76,12 @@ pub struct BatchResponse {
 /// Checks the `Content-Type` header: `application/json` or `text/plain` (what `sendBeacon` sends
 /// without a preflight), with any parameters (`; charset=UTF-8`).
 pub fn check_content_type(header: Option<&str>) -> Result<(), EnvelopeError> {
-    let essence = header
-        .and_then(|h| h.split(';').next())
-        .map(|s| s.trim().to_ascii_lowercase());
+    let essence = header.and_then(|h| h.split(';').next()).map(|s| s.trim().to_ascii_lowercase());
     match essence.as_deref() {
         Some("application/json") | Some("text/plain") => Ok(()),
         other => Err(EnvelopeError::new(
             EnvelopeCode::UnsupportedMediaType,
-            format!(
-                "content type {} is not supported; send application/json or text/plain",
-                other.unwrap_or("(none)")
-            ),
+            format!("content type {} is not supported; send application/json or text/plain", other.unwrap_or("(none)")),
         )),
     }
 }
@@ -108,9 +103,7 @@ pub fn is_gzip(content_encoding: Option<&str>, compression_param: Option<&str>) 
 /// Returns the body bytes, gunzipped when `gzip`, refusing anything over `limit` bytes. A gzip
 /// bomb is cut off after `limit + 1` decoded bytes, never inflated in full.
 pub fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Result<Vec<u8>, EnvelopeError> {
-    let too_large = || {
-        EnvelopeError::new(EnvelopeCode::PayloadTooLarge, format!("body is larger than {limit} bytes"))
-    };
+    let too_large = || EnvelopeError::new(EnvelopeCode::PayloadTooLarge, format!("body is larger than {limit} bytes"));
     if !gzip {
         if body.len() > limit {
             return Err(too_large());
@@ -170,8 +163,9 @@ pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, EnvelopeError> {
             format!("body is larger than {MAX_BATCH_BYTES} bytes"),
         ));
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|e| EnvelopeError::new(EnvelopeCode::InvalidUtf8, format!("body is not utf-8 (at byte {})", e.valid_up_to())))?;
+    let text = std::str::from_utf8(body).map_err(|e| {
+        EnvelopeError::new(EnvelopeCode::InvalidUtf8, format!("body is not utf-8 (at byte {})", e.valid_up_to()))
+    })?;
     let raw: RawBatch<'_> = serde_json::from_str(text).map_err(|e| {
         EnvelopeError::new(
             EnvelopeCode::MalformedJson,

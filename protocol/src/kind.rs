@@ -28,13 +28,8 @@ pub const GROUP_NAME: &str = "$group";
 
 impl EventType {
     /// Every type, in wire order.
-    pub const ALL: [EventType; 5] = [
-        EventType::Track,
-        EventType::Page,
-        EventType::Identify,
-        EventType::Alias,
-        EventType::Group,
-    ];
+    pub const ALL: [EventType; 5] =
+        [EventType::Track, EventType::Page, EventType::Identify, EventType::Alias, EventType::Group];
 
     /// The wire spelling.
     pub fn as_str(self) -> &'static str {

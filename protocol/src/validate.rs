@@ -57,9 +57,7 @@ pub fn validate_event(value: Value) -> Result<Event, Rejection> {
 
     let id = match obj.get("id") {
         None | Some(Value::Null) => return Err(Rejection::new(RejectCode::MissingId, "id")),
-        Some(Value::String(s)) => {
-            Uuid::try_parse(s).map_err(|_| Rejection::new(RejectCode::InvalidId, "id"))?
-        }
+        Some(Value::String(s)) => Uuid::try_parse(s).map_err(|_| Rejection::new(RejectCode::InvalidId, "id"))?,
         Some(_) => return Err(Rejection::new(RejectCode::InvalidId, "id")),
     };
     let kind = match obj.get("type") {
@@ -69,7 +67,7 @@ pub fn validate_event(value: Value) -> Result<Event, Rejection> {
     .ok_or(Rejection::new(RejectCode::InvalidType, "type"))?;
 
     let name = match (opt_str(&obj, "name")?, kind.default_name()) {
-        (Some(n), _) if n.is_empty() => return Err(Rejection::new(RejectCode::MissingName, "name")),
+        (Some(""), _) => return Err(Rejection::new(RejectCode::MissingName, "name")),
         (Some(n), _) => n.to_owned(),
         (None, Some(default)) => default.to_owned(),
         (None, None) => return Err(Rejection::new(RejectCode::MissingName, "name")),
@@ -79,11 +77,10 @@ pub fn validate_event(value: Value) -> Result<Event, Rejection> {
     }
 
     let timestamp = match obj.get("timestamp") {
-        None | Some(Value::Null) => {
-            return Err(Rejection::new(RejectCode::MissingTimestamp, "timestamp"))
+        None | Some(Value::Null) => return Err(Rejection::new(RejectCode::MissingTimestamp, "timestamp")),
+        Some(Value::String(s)) => {
+            parse_timestamp(s).ok_or(Rejection::new(RejectCode::InvalidTimestamp, "timestamp"))?
         }
-        Some(Value::String(s)) => parse_timestamp(s)
-            .ok_or(Rejection::new(RejectCode::InvalidTimestamp, "timestamp"))?,
         Some(_) => return Err(Rejection::new(RejectCode::InvalidTimestamp, "timestamp")),
     };
 
@@ -98,12 +95,8 @@ pub fn validate_event(value: Value) -> Result<Event, Rejection> {
         return Err(Rejection::new(RejectCode::MissingDistinctId, "anonymous_id"));
     }
     match kind {
-        EventType::Identify if !user_id => {
-            return Err(Rejection::new(RejectCode::MissingUserId, "user_id"))
-        }
-        EventType::Alias if !previous_id => {
-            return Err(Rejection::new(RejectCode::MissingPreviousId, "previous_id"))
-        }
+        EventType::Identify if !user_id => return Err(Rejection::new(RejectCode::MissingUserId, "user_id")),
+        EventType::Alias if !previous_id => return Err(Rejection::new(RejectCode::MissingPreviousId, "previous_id")),
         EventType::Group if !group_type || !group_key => {
             return Err(Rejection::new(RejectCode::MissingGroup, "group_key"))
         }
@@ -222,11 +215,7 @@ fn longest_string(value: &Value) -> usize {
     match value {
         Value::String(s) => s.len(),
         Value::Array(items) => items.iter().map(longest_string).max().unwrap_or(0),
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| k.len().max(longest_string(v)))
-            .max()
-            .unwrap_or(0),
+        Value::Object(map) => map.iter().map(|(k, v)| k.len().max(longest_string(v))).max().unwrap_or(0),
         _ => 0,
     }
 }
@@ -275,7 +264,9 @@ fn check_context(value: Option<&Value>) -> Result<(), RejectCode> {
         }
         Some(_) => return Err(RejectCode::InvalidContext),
     }
-    if depth(&Value::Object(map.clone())) > MAX_PROPERTY_DEPTH + 1 || longest_string(&Value::Object(map.clone())) > MAX_CONTEXT_STRING_LEN {
+    if depth(&Value::Object(map.clone())) > MAX_PROPERTY_DEPTH + 1
+        || longest_string(&Value::Object(map.clone())) > MAX_CONTEXT_STRING_LEN
+    {
         return Err(RejectCode::InvalidContext);
     }
     Ok(())
@@ -343,7 +334,10 @@ mod tests {
         check(with(json!({"anonymous_id": 12})), Err((InvalidDistinctId, Some("anonymous_id"))));
         check(with(json!({"session_id": "s".repeat(MAX_ID_LEN + 1)})), Err((InvalidDistinctId, Some("session_id"))));
         check(with(json!({"type": "identify", "name": "__remove__"})), Err((MissingUserId, Some("user_id"))));
-        check(with(json!({"type": "identify", "user_id": "u1", "set": {"plan": "pro"}, "set_once": {"first": 1}})), Ok(()));
+        check(
+            with(json!({"type": "identify", "user_id": "u1", "set": {"plan": "pro"}, "set_once": {"first": 1}})),
+            Ok(()),
+        );
         check(with(json!({"type": "alias", "user_id": "u1"})), Err((MissingPreviousId, Some("previous_id"))));
         check(with(json!({"type": "group", "group_type": "company"})), Err((MissingGroup, Some("group_key"))));
         check(with(json!({"type": "group", "group_type": "company", "group_key": "acme"})), Ok(()));
@@ -358,18 +352,32 @@ mod tests {
         }
         check(with(json!({"properties": {"deep": deep}})), Err((PropertiesTooDeep, Some("properties"))));
         check(with(json!({"properties": {"": 1}})), Err((InvalidPropertyKey, Some("properties"))));
-        check(with(json!({"properties": {"k": "v".repeat(MAX_PROPERTY_VALUE_LEN + 1)}})), Err((PropertyValueTooLong, Some("properties"))));
-        check(with(json!({"properties": {"sql": "'; DROP TABLE events; --", "js": "<script>alert(1)</script>"}})), Ok(()));
+        check(
+            with(json!({"properties": {"k": "v".repeat(MAX_PROPERTY_VALUE_LEN + 1)}})),
+            Err((PropertyValueTooLong, Some("properties"))),
+        );
+        check(
+            with(json!({"properties": {"sql": "'; DROP TABLE events; --", "js": "<script>alert(1)</script>"}})),
+            Ok(()),
+        );
         check(with(json!({"context": "x"})), Err((InvalidContext, Some("context"))));
         check(with(json!({"context": {"url": 5}})), Err((InvalidContext, Some("context"))));
         check(with(json!({"context": {"screen": {"width": -1, "height": 2}}})), Err((InvalidContext, Some("context"))));
         check(with(json!({"context": {"library": {"name": "x"}}})), Err((InvalidContext, Some("context"))));
-        check(with(json!({"context": {"url": "https://a.test/p?utm_source=x", "utm": {"source": "x"}, "screen": {"width": 1280, "height": 720}, "library": {"name": "nexus-js", "version": "0.1.0"}}})), Ok(()));
+        check(
+            with(
+                json!({"context": {"url": "https://a.test/p?utm_source=x", "utm": {"source": "x"}, "screen": {"width": 1280, "height": 720}, "library": {"name": "nexus-js", "version": "0.1.0"}}}),
+            ),
+            Ok(()),
+        );
     }
 
     #[test]
     fn keeps_unknown_fields_and_defaults_names() {
-        let ev = validate_event(with(json!({"type": "page", "name": "__remove__", "future_field": {"a": 1}, "context": {"new_ctx": true}}))).unwrap();
+        let ev = validate_event(with(
+            json!({"type": "page", "name": "__remove__", "future_field": {"a": 1}, "context": {"new_ctx": true}}),
+        ))
+        .unwrap();
         assert_eq!(ev.name, "$pageview");
         assert_eq!(ev.extra.get("future_field"), Some(&json!({"a": 1})));
         assert_eq!(ev.context.extra.get("new_ctx"), Some(&json!(true)));
@@ -398,15 +406,21 @@ mod tests {
         ];
         leaf.prop_recursive(12, 256, 8, |inner| {
             let keys = prop_oneof![
-                Just("id".to_owned()), Just("type".to_owned()), Just("name".to_owned()),
-                Just("timestamp".to_owned()), Just("anonymous_id".to_owned()),
-                Just("properties".to_owned()), Just("context".to_owned()), Just("set".to_owned()),
-                Just("screen".to_owned()), Just("utm".to_owned()), ".{0,12}",
+                Just("id".to_owned()),
+                Just("type".to_owned()),
+                Just("name".to_owned()),
+                Just("timestamp".to_owned()),
+                Just("anonymous_id".to_owned()),
+                Just("properties".to_owned()),
+                Just("context".to_owned()),
+                Just("set".to_owned()),
+                Just("screen".to_owned()),
+                Just("utm".to_owned()),
+                ".{0,12}",
             ];
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-                prop::collection::btree_map(keys, inner, 0..10)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map(keys, inner, 0..10).prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }

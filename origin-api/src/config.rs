@@ -1,0 +1,96 @@
+//! Command line and environment configuration, parsed once at start (clap).
+//!
+//! One typed struct per section; every default is documented on its field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The `nexus-origin` command line.
+#[derive(Debug, Parser)]
+#[command(name = "nexus-origin", version, about = "Nexus origin: ingest, storage and queries")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (ingest, queries, health).
+    Serve(ServeArgs),
+    /// Create a project and print its keys (shown once: only their hashes are stored).
+    CreateProject(CreateProjectArgs),
+}
+
+/// `serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTP settings.
+    #[command(flatten)]
+    pub http: HttpConfig,
+    /// Database settings.
+    #[command(flatten)]
+    pub db: DatabaseConfig,
+    /// Ingest settings.
+    #[command(flatten)]
+    pub ingest: IngestConfig,
+}
+
+/// `create-project` options.
+#[derive(Debug, Args)]
+pub struct CreateProjectArgs {
+    /// Project name.
+    #[arg(long)]
+    pub name: String,
+    /// IANA timezone of the project.
+    #[arg(long, default_value = "UTC")]
+    pub timezone: String,
+    /// Browser origins allowed to send events (repeatable); none means any origin.
+    #[arg(long = "allowed-origin")]
+    pub allowed_origins: Vec<String>,
+    /// Database settings.
+    #[command(flatten)]
+    pub db: DatabaseConfig,
+}
+
+/// `[http]`: where the service listens.
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// Address to listen on. Default `127.0.0.1:8700`.
+    #[arg(long, env = "NEXUS_LISTEN", default_value = "127.0.0.1:8700")]
+    pub listen: SocketAddr,
+}
+
+/// `[database]`: which PostgreSQL to use.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL connection string. Without it an embedded PostgreSQL runs in `--data-dir`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory of the embedded PostgreSQL and the demo keys file. Default `./.nexus`.
+    #[arg(long, env = "NEXUS_DATA_DIR", default_value = ".nexus")]
+    pub data_dir: PathBuf,
+    /// Run the embedded PostgreSQL with `fsync=off` (tests only: a crash can lose data).
+    #[arg(long, env = "NEXUS_UNSAFE_NO_FSYNC", default_value_t = false)]
+    pub unsafe_no_fsync: bool,
+    /// Largest number of pooled connections. Default 16.
+    #[arg(long, env = "NEXUS_DB_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: usize,
+}
+
+/// `[ingest]`: how events are taken in.
+#[derive(Debug, Clone, Args)]
+pub struct IngestConfig {
+    /// Shared secret of the edge's HMAC signatures. Without it the signed endpoints answer 401.
+    #[arg(long, env = "NEXUS_EDGE_SECRET")]
+    pub edge_secret: Option<String>,
+    /// Accepted distance between a signature's timestamp and our clock, in seconds. Default 300.
+    #[arg(long, env = "NEXUS_SIGNATURE_WINDOW_SECS", default_value_t = protocol::limits::SIGNATURE_WINDOW_SECS)]
+    pub signature_window_secs: i64,
+    /// Create a demo project on first start and keep its keys in `<data-dir>/demo-keys.json`.
+    #[arg(long, env = "NEXUS_DEMO", default_value_t = false)]
+    pub demo: bool,
+}

@@ -1,0 +1,103 @@
+//! HTTP: the router, shared state, and the one error type every handler returns.
+
+mod health;
+mod ingest;
+mod stats;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::PrometheusHandle;
+use protocol::codes::EnvelopeCode;
+use protocol::envelope::EnvelopeError;
+
+use crate::ingest::IngestError;
+use crate::store::StoreError;
+
+/// State shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Connection pool.
+    pub pool: Pool,
+    /// Edge HMAC secret; `None` disables the signed endpoints.
+    pub edge_secret: Option<Arc<Vec<u8>>>,
+    /// Replay window of edge signatures, in seconds.
+    pub signature_window_secs: i64,
+    /// Renders `/metrics`.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The service's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(protocol::BATCH_PATH, post(ingest::direct_batch).options(ingest::preflight))
+        .route(protocol::forward::INGEST_PATH, post(ingest::forwarded_batch))
+        .route(protocol::forward::KEY_LOOKUP_PATH, post(ingest::key_lookup))
+        .route("/v1/stats/events-per-day", get(stats::events_per_day))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { AppError::from(EnvelopeError::new(EnvelopeCode::NotFound, "no such route")) })
+        .method_not_allowed_fallback(|| async {
+            AppError::from(EnvelopeError::new(EnvelopeCode::MethodNotAllowed, "method not allowed on this route"))
+        })
+        .with_state(state)
+}
+
+/// Every error a handler can answer with: JSON `{"error": {"code", "message"}}`, stable codes.
+/// Internals are logged, never shown.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A refused request (4xx, or 429/503 with `Retry-After`).
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<IngestError> for AppError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Envelope(e) => AppError::Envelope(e),
+            IngestError::Store(e) => AppError::Store(e),
+        }
+    }
+}
+
+impl AppError {
+    fn envelope(&self) -> EnvelopeError {
+        match self {
+            AppError::Envelope(e) => e.clone(),
+            AppError::Store(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "storage unavailable");
+                EnvelopeError::new(EnvelopeCode::Unavailable, "storage is unavailable; retry later")
+            }
+            AppError::Store(e) => {
+                tracing::error!(error = %e, "storage error");
+                EnvelopeError::new(EnvelopeCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let env = self.envelope();
+        let status = StatusCode::from_u16(env.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut res = (status, Json(env.body())).into_response();
+        if matches!(env.code, EnvelopeCode::Unavailable | EnvelopeCode::RateLimited) {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        res
+    }
+}
+
+/// A header as text, when present and readable.
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

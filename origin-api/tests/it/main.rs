@@ -1,0 +1,8 @@
+//! Integration tests of the origin: a real PostgreSQL per test binary, a database per test,
+//! the real router on a real socket.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod embedded;
+mod ingest;
+mod support;

@@ -1,0 +1,114 @@
+//! Test harness: one throw-away PostgreSQL cluster per test binary, one database per test, and
+//! the origin's router served on 127.0.0.1 with a random port.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use nexus_origin::http::{router, AppState};
+use nexus_origin::store::{
+    self,
+    embedded::{EmbeddedOptions, EmbeddedPostgres},
+    projects::NewProject,
+};
+use serde_json::{json, Value};
+
+pub const EDGE_SECRET: &str = "test-edge-secret";
+
+struct Cluster {
+    pg: EmbeddedPostgres,
+    _dir: std::path::PathBuf,
+}
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("nexus-it-").tempdir_in("/tmp").unwrap().keep();
+        let pg = EmbeddedPostgres::start(&EmbeddedOptions { data_dir: dir.clone(), no_fsync: true }).unwrap();
+        // A static is never dropped: a watcher stops the cluster when this test process ends.
+        pg.stop_when_process_exits(std::process::id(), &dir).unwrap();
+        Cluster { pg, _dir: dir }
+    })
+}
+
+/// A running origin on a fresh database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub pool: deadpool_postgres::Pool,
+    pub project: NewProject,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    /// A fresh database named after the test, migrated, with one project, served on a port.
+    pub async fn start(test_name: &str) -> TestApp {
+        let c = cluster();
+        let db = format!("t_{}", test_name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_"));
+        store::ensure_database(&c.pg.connection_string("postgres"), &db).await.unwrap();
+        let pool = store::pool(&c.pg.connection_string(&db), 8).unwrap();
+        store::migrate(&pool).await.unwrap();
+        let project =
+            store::projects::create_project(&pool, "Test", "UTC", &["https://shop.test".to_owned()]).await.unwrap();
+        let state = AppState {
+            pool: pool.clone(),
+            edge_secret: Some(Arc::new(EDGE_SECRET.as_bytes().to_vec())),
+            signature_window_secs: 300,
+            metrics: None,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        TestApp { addr, pool, project, http: reqwest::Client::new() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// POSTs a body to the direct batch endpoint with the project's write key.
+    pub async fn post_batch(&self, body: impl Into<reqwest::Body>, content_type: &str) -> (u16, Value) {
+        let res = self
+            .http
+            .post(self.url(&format!("/v1/batch?key={}", self.project.write_key)))
+            .header("content-type", content_type)
+            .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        read(res).await
+    }
+
+    pub async fn stored(&self) -> i64 {
+        store::events::count(&self.pool, self.project.project_id).await.unwrap()
+    }
+}
+
+pub async fn read(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not json: {text}"))
+    };
+    (status, value)
+}
+
+/// A valid event with a fresh UUID v7.
+pub fn event(name: &str) -> Value {
+    json!({
+        "id": uuid::Uuid::now_v7(),
+        "type": "track",
+        "name": name,
+        "anonymous_id": "anon-1",
+        "session_id": "s-1",
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "properties": {"plan": "pro"},
+        "context": {"url": "https://shop.test/pricing", "path": "/pricing", "library": {"name": "nexus-js", "version": "0.1.0"}},
+    })
+}
+
+pub fn batch(events: &[Value]) -> String {
+    json!({"sent_at": chrono::Utc::now().to_rfc3339(), "batch": events}).to_string()
+}
