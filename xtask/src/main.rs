@@ -3,8 +3,12 @@
 //! One entry point (as rust-analyzer does) so that the README, CI and developers run exactly the
 //! same steps. Each tier keeps its build and test steps in its own module.
 
+mod ci;
+mod e2e;
 mod edge;
+mod run;
 mod sdk;
+mod setup;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,6 +51,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Install what is missing (wasm tools, chromium, postgresql, node packages).
+    Setup,
+    /// Build everything and run the whole stack (origin, edge, demo page) until Ctrl-C.
+    Run,
+    /// Run every test of every tier, fmt and clippy, printing each stage's time.
+    Test,
+    /// Run only the end-to-end suite (needs build-sdk and build-edge first).
+    TestE2e,
     /// Build the browser SDK (wasm + npm package).
     BuildSdk,
     /// Build the edge worker.
@@ -61,6 +73,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let ctx = Ctx::new()?;
     match cli.cmd {
+        Cmd::Setup => setup::ensure_tools(&ctx),
+        Cmd::Run => run::run(&ctx),
+        Cmd::Test => ci::test(&ctx),
+        Cmd::TestE2e => e2e::test(&ctx),
         Cmd::BuildSdk => sdk::build(&ctx),
         Cmd::BuildEdge => edge::build(&ctx),
         Cmd::TestSdk => sdk::test(&ctx),
