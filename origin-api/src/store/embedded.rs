@@ -101,6 +101,13 @@ impl EmbeddedPostgres {
         let run_as = if Uid::effective().is_root() {
             let user = User::from_name("postgres").ok().flatten().ok_or(EmbeddedError::NoPostgresUser)?;
             check_reachable(&data_dir, &user)?;
+            // The data directory is ours: let postgres pass through it (not list it) to reach
+            // its own subdirectories. Our files in it (the demo keys) stay 0600.
+            let meta = fs::metadata(&data_dir).map_err(io("inspect", &data_dir))?;
+            if meta.mode() & 0o001 == 0 {
+                let mode = (meta.mode() & 0o7777) | 0o001;
+                fs::set_permissions(&data_dir, fs::Permissions::from_mode(mode)).map_err(io("chmod", &data_dir))?;
+            }
             Some(user)
         } else {
             None
