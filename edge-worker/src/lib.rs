@@ -1,1 +1,31 @@
-//! The Nexus edge collector (see edge-worker/README.md).
+//! The Nexus edge collector: a Cloudflare Worker that validates, enriches and forwards events.
+//!
+//! A browser (or any sender) posts a batch to `POST /v1/batch`; the worker checks the envelope
+//! and every event with the shared [`protocol`] crate, resolves the write key at the origin
+//! (cached in the isolate), adds geography, a visitor hash and a bot verdict, and forwards the
+//! valid events to the origin over a signed request. The client gets one answer that lists the
+//! refused events by their index in its batch. See `edge-worker/README.md` for configuration.
+//!
+//! Everything but `handler` (and the entry point below) is plain Rust that compiles and tests
+//! natively; the workers-rs glue only exists on `wasm32`.
+
+pub mod config;
+pub mod context;
+pub mod cors;
+pub mod geo;
+pub mod keys;
+pub mod merge;
+pub mod outbound;
+pub mod routes;
+
+#[cfg(target_arch = "wasm32")]
+mod handler;
+
+/// The Worker's `fetch` entry point: routing, the batch pipeline and every answer live in
+/// `handler`; an `Err` here would be a workerd 500, so the handler turns every failure into a
+/// JSON answer first.
+#[cfg(target_arch = "wasm32")]
+#[worker::event(fetch)]
+async fn fetch(req: worker::Request, env: worker::Env, _ctx: worker::Context) -> worker::Result<worker::Response> {
+    handler::fetch(req, env).await
+}

@@ -40,9 +40,7 @@ fn run_stages(ctx: &Ctx, times: &mut Vec<(String, Duration)>) -> Result<()> {
         Ok(cmd!(sh, "cargo clippy -p nexus-sdk -p nexus-edge --target wasm32-unknown-unknown --locked -- -D warnings")
             .run()?)
     })?;
-    stage(times, "cargo test (native + postgres)", || {
-        Ok(cmd!(sh, "cargo test --workspace --locked").run()?)
-    })?;
+    stage(times, "cargo test (native + postgres)", || Ok(cmd!(sh, "cargo test --workspace --locked").run()?))?;
     stage(times, "build sdk (wasm + npm)", || sdk::build(ctx))?;
     stage(times, "test sdk (chromium)", || sdk::test(ctx))?;
     stage(times, "build edge (worker-build)", || edge::build(ctx))?;

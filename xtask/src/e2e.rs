@@ -12,7 +12,7 @@ pub fn test(ctx: &Ctx) -> Result<()> {
     if !origin.exists() {
         cmd!(sh, "cargo build --locked -p nexus-origin").run()?;
     }
-    cmd!(sh, "node --test --test-concurrency=1 e2e/")
+    cmd!(sh, "node --test --test-concurrency=1 e2e/e2e.test.mjs")
         .env("NEXUS_ORIGIN_BIN", &origin)
         .env("WRANGLER_SEND_METRICS", "false")
         .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")

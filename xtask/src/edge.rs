@@ -1,15 +1,95 @@
 //! Build and test steps of the edge tier.
+//!
+//! `build-edge` runs worker-build with the size-tuned `wasm-release` profile and pinned tools
+//! (no GitHub downloads); `test-edge` runs the crate's native unit tests, then the node:test
+//! suite in `edge-worker/test/`, which loads the built worker into workerd through miniflare.
+//! Neither takes the cargo lock itself: callers that share a target directory wrap the whole
+//! command (`flock /tmp/nexus-cargo.lock cargo xtask build-edge`).
 
-use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::Ctx;
+use anyhow::{bail, Context, Result};
+use xshell::cmd;
 
-/// Builds the edge artifacts.
-pub fn build(_ctx: &Ctx) -> Result<()> {
+use crate::{stage, Ctx};
+
+/// The crate directory, relative to the workspace root.
+const EDGE_DIR: &str = "edge-worker";
+/// What worker-build emits, relative to [`EDGE_DIR`] (wrangler.toml's `main` and the tests use it).
+const ENTRY: &str = "build/index.js";
+const WASM: &str = "build/index_bg.wasm";
+
+/// Builds the edge worker into `edge-worker/build/` and prints the wasm size.
+pub fn build(ctx: &Ctx) -> Result<()> {
+    let mut times = Vec::new();
+    let wasm_bindgen = tool_path("WASM_BINDGEN_BIN", "wasm-bindgen");
+    let wasm_opt = ctx.node_bin("wasm-opt");
+    if !wasm_opt.exists() {
+        bail!("{} is missing: run `npm ci` at the workspace root", wasm_opt.display());
+    }
+    stage(&mut times, "worker-build (wasm-release)", || {
+        let _dir = ctx.sh.push_dir(EDGE_DIR);
+        let mut build = cmd!(ctx.sh, "worker-build --profile wasm-release")
+            .env("WASM_BINDGEN_BIN", &wasm_bindgen)
+            .env("WASM_OPT_BIN", &wasm_opt);
+        // esbuild ships with wrangler; without it worker-build fetches esbuild from the npm registry.
+        let esbuild = ctx.node_bin("esbuild");
+        if esbuild.exists() {
+            build = build.env("ESBUILD_BIN", esbuild);
+        }
+        build.run().context("worker-build failed (is it installed? `cargo install worker-build --version 0.8.7`)")
+    })?;
+    let wasm = ctx.root.join(EDGE_DIR).join(WASM);
+    let raw = std::fs::metadata(&wasm).with_context(|| format!("{} was not built", wasm.display()))?.len();
+    let gzipped = cmd!(ctx.sh, "gzip -9 -c {wasm}").output()?.stdout.len();
+    eprintln!("edge worker: {} (wasm {:.1} KiB, gzip -9 {:.1} KiB)", WASM, kib(raw as usize), kib(gzipped));
+    summary(&times);
     Ok(())
 }
 
-/// Runs the edge test suites.
-pub fn test(_ctx: &Ctx) -> Result<()> {
+/// Runs the native unit tests of the edge crate, then the workerd suite against the build.
+pub fn test(ctx: &Ctx) -> Result<()> {
+    let mut times = Vec::new();
+    let entry = ctx.root.join(EDGE_DIR).join(ENTRY);
+    if !entry.exists() {
+        bail!("{} is missing: run `cargo xtask build-edge` first", entry.display());
+    }
+    stage(&mut times, "unit tests (native)", || Ok(cmd!(ctx.sh, "cargo test --quiet -p nexus-edge").run()?))?;
+    // `node --test edge-worker/test/` would also run the helper modules as (empty) test files.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(ctx.root.join(EDGE_DIR).join("test"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
+        .collect();
+    files.sort();
+    stage(&mut times, "workerd tests (miniflare, node:test)", || {
+        Ok(cmd!(ctx.sh, "node --test --test-concurrency=1 {files...}")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .run()?)
+    })?;
+    summary(&times);
     Ok(())
+}
+
+/// `$VAR` if set, else `~/.cargo/bin/<name>` if it exists, else `<name>` from `PATH`.
+fn tool_path(var: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return PathBuf::from(p);
+    }
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|home| home.join("bin").join(name));
+    cargo_bin.filter(|p| p.exists()).unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn kib(bytes: usize) -> f64 {
+    bytes as f64 / 1024.0
+}
+
+fn summary(times: &[(String, Duration)]) {
+    for (name, took) in times {
+        eprintln!("    {name}: {:.1}s", took.as_secs_f64());
+    }
 }

@@ -1,15 +1,162 @@
-//! Build and test steps of the sdk tier.
+//! Build and test steps of the sdk tier: the wasm core (sdk-wasm/) and the npm package (npm/).
+//!
+//! `build`: cargo (wasm32, `wasm-release` profile) -> wasm-bindgen `--target web` into npm/wasm/
+//! -> wasm-opt -Oz -> esbuild bundles the loader (npm/src/index.js) with the glue, minified,
+//! into npm/dist/index.js (the package's entry point); then the gzipped size of what a page
+//! downloads, against the budget.
+//! `test`: native unit tests, wasm-bindgen-test in headless Chromium, then the Playwright tests
+//! of the npm package against the freshly built wasm.
+//!
+//! Cargo is run directly: the caller holds the workspace's cargo lock around the whole xtask
+//! (`flock /tmp/nexus-cargo.lock cargo xtask ...`), and taking it again here would deadlock.
 
-use anyhow::Result;
+use std::path::Path;
 
-use crate::Ctx;
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
 
-/// Builds the sdk artifacts.
-pub fn build(_ctx: &Ctx) -> Result<()> {
+use crate::{stage, Ctx};
+
+/// What cargo builds for the browser.
+const CARGO_WASM: &str = "target/wasm32-unknown-unknown/wasm-release/nexus_sdk.wasm";
+/// Where wasm-bindgen writes the glue and the wasm the npm loader imports.
+const OUT_DIR: &str = "npm/wasm";
+/// The optimised module, in place of wasm-bindgen's.
+const OUT_WASM: &str = "npm/wasm/nexus_sdk_bg.wasm";
+/// The wasm-bindgen JS glue.
+const OUT_GLUE: &str = "npm/wasm/nexus_sdk.js";
+/// The hand-written loader.
+const LOADER: &str = "npm/src/index.js";
+/// Loader + glue bundled and minified: the package's entry point.
+const BUNDLE: &str = "npm/dist/index.js";
+/// The wasm-bindgen CLI must equal the `wasm-bindgen` crate (pinned in Cargo.toml), or it tries
+/// to download a matching one.
+const WASM_BINDGEN_VERSION: &str = "0.2.130";
+/// The features rustc enables by default for wasm32-unknown-unknown; wasm-opt must accept them
+/// and must not add others (`--all-features` would also write a 400-byte features section).
+const WASM_FEATURES: [&str; 6] = [
+    "--enable-bulk-memory",
+    "--enable-mutable-globals",
+    "--enable-multivalue",
+    "--enable-nontrapping-float-to-int",
+    "--enable-reference-types",
+    "--enable-sign-ext",
+];
+/// Gzipped budget of everything a page downloads: wasm + bundled loader and glue (the SDK has
+/// 20 KiB, see the `wasm-release` profile in Cargo.toml).
+const BUDGET_BYTES: usize = 20 * 1024;
+
+/// Builds the wasm and the npm package's `wasm/` folder; prints the gzipped sizes.
+pub fn build(ctx: &Ctx) -> Result<()> {
+    let mut times = Vec::new();
+    build_stages(ctx, &mut times)?;
+    print_times(&times);
     Ok(())
 }
 
-/// Runs the sdk test suites.
-pub fn test(_ctx: &Ctx) -> Result<()> {
+fn build_stages(ctx: &Ctx, times: &mut Vec<(String, std::time::Duration)>) -> Result<()> {
+    let sh = &ctx.sh;
+    stage(times, "sdk: cargo build (wasm32, wasm-release)", || {
+        cmd!(sh, "cargo build -p nexus-sdk --target wasm32-unknown-unknown --profile wasm-release").run()?;
+        Ok(())
+    })?;
+    stage(times, "sdk: wasm-bindgen", || {
+        let version = cmd!(sh, "wasm-bindgen --version").read().context("wasm-bindgen-cli is not installed")?;
+        if !version.contains(WASM_BINDGEN_VERSION) {
+            bail!("need wasm-bindgen-cli {WASM_BINDGEN_VERSION}, found `{version}`: cargo install wasm-bindgen-cli --version {WASM_BINDGEN_VERSION}");
+        }
+        cmd!(sh, "wasm-bindgen --target web --out-dir {OUT_DIR} --out-name nexus_sdk {CARGO_WASM}").run()?;
+        Ok(())
+    })?;
+    stage(times, "sdk: wasm-opt -Oz", || {
+        let wasm_opt = ctx.node_bin("wasm-opt");
+        if !wasm_opt.exists() {
+            bail!("{} is missing: run `npm ci` at the workspace root", wasm_opt.display());
+        }
+        cmd!(
+            sh,
+            "{wasm_opt} {WASM_FEATURES...} -Oz --strip-debug --strip-producers --strip-target-features -o {OUT_WASM} {OUT_WASM}"
+        )
+        .run()?;
+        Ok(())
+    })?;
+    stage(times, "sdk: esbuild bundle", || {
+        let esbuild = ctx.node_bin("esbuild");
+        // The wasm stays a separate file, found by `new URL('../wasm/…', import.meta.url)`,
+        // which esbuild keeps and bundlers of the package's users understand.
+        cmd!(sh, "{esbuild} {LOADER} --bundle --format=esm --platform=browser --target=es2020 --minify --legal-comments=none --log-level=warning --outfile={BUNDLE}").run()?;
+        Ok(())
+    })?;
+    report_size(sh)
+}
+
+/// gzip -9 size of a file, as a page would download it from a server that compresses.
+fn gzipped(sh: &Shell, file: &str) -> Result<usize> {
+    let out = cmd!(sh, "gzip -9 -c {file}").output().with_context(|| format!("gzip {file}"))?;
+    Ok(out.stdout.len())
+}
+
+fn report_size(sh: &Shell) -> Result<()> {
+    let files =
+        [("wasm", OUT_WASM), ("wasm-bindgen glue", OUT_GLUE), ("loader source", LOADER), ("bundle (min.)", BUNDLE)];
+    let mut gz = [0usize; 4];
+    eprintln!("sdk size (gzip -9):");
+    for (i, (what, file)) in files.iter().enumerate() {
+        let raw = std::fs::metadata(sh.current_dir().join(file)).with_context(|| format!("{file} is missing"))?.len();
+        gz[i] = gzipped(sh, file)?;
+        eprintln!("  {what:<18} {raw:>7} B raw {:>7} B gz  {file}", gz[i]);
+    }
+    let unbundled = gz[0] + gz[1] + gz[2];
+    let shipped = gz[0] + gz[3];
+    eprintln!("  wasm + glue + loader, as written:     {unbundled:>6} B gz");
+    eprintln!("  wasm + bundle, as a page downloads:   {shipped:>6} B gz  (budget {BUDGET_BYTES} B)");
+    if shipped > BUDGET_BYTES {
+        bail!("the SDK is over its size budget: {shipped} B gzipped, the budget is {BUDGET_BYTES} B");
+    }
     Ok(())
+}
+
+/// Runs the SDK's tests: native unit tests, wasm-bindgen-test in headless Chromium, and the
+/// Playwright tests of the npm package (which need a fresh build, made here).
+pub fn test(ctx: &Ctx) -> Result<()> {
+    let sh = &ctx.sh;
+    let mut times = Vec::new();
+    stage(&mut times, "sdk: native unit tests", || {
+        cmd!(sh, "cargo test -p nexus-sdk").run()?;
+        Ok(())
+    })?;
+    stage(&mut times, "sdk: wasm-bindgen-test (headless Chromium)", || {
+        // The runner picks the driver from CHROMEDRIVER; flags and the binary are in
+        // sdk-wasm/webdriver.json.
+        let driver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
+        if !Path::new(&driver).exists() {
+            bail!("{driver} is missing: apt-get install chromium chromium-driver");
+        }
+        cmd!(sh, "cargo test -p nexus-sdk --target wasm32-unknown-unknown").env("CHROMEDRIVER", driver).run()?;
+        Ok(())
+    })?;
+    build_stages(ctx, &mut times)?;
+    stage(&mut times, "sdk: Playwright (npm package in headless Chromium)", || {
+        let mut files: Vec<String> = std::fs::read_dir(ctx.root.join("npm/test"))?
+            .filter_map(|entry| entry.ok())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".test.mjs"))
+            .map(|name| format!("npm/test/{name}"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            bail!("no npm/test/*.test.mjs found");
+        }
+        cmd!(sh, "node --test {files...}").run()?;
+        Ok(())
+    })?;
+    print_times(&times);
+    Ok(())
+}
+
+fn print_times(times: &[(String, std::time::Duration)]) {
+    eprintln!("sdk stages:");
+    for (name, took) in times {
+        eprintln!("  {:>6.1}s  {name}", took.as_secs_f64());
+    }
 }

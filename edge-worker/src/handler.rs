@@ -1,0 +1,418 @@
+//! The workers-rs glue (wasm32 only): the fetch entry point, origin calls and HTTP answers.
+//!
+//! Decisions live in the plain modules; this file reads the request, calls them in the order the
+//! protocol fixes, and turns their verdicts into responses. It never panics on input: every
+//! header, `cf` field and binding is read through `Option`-returning code, and every failure
+//! becomes a JSON error body (`{"error": {"code": ..., "message": ...}}`).
+
+use std::cell::RefCell;
+
+use futures_util::StreamExt;
+use protocol::envelope::{self, BatchResponse, EnvelopeError, ErrorBody};
+use protocol::forward::{enrich, EnrichedEvent, KeyLookupRequest, KeyLookupResponse, INGEST_PATH, KEY_LOOKUP_PATH};
+use protocol::limits::MAX_BATCH_BYTES;
+use protocol::signing::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use protocol::{EnvelopeCode, COMPRESSION_PARAM, KEY_HEADER, KEY_PARAM};
+use serde::Serialize;
+use worker::js_sys::{Date, Reflect};
+use worker::wasm_bindgen::JsValue;
+use worker::{console_error, console_warn, web_sys, Env, Fetch, Headers, Request, Response};
+
+use crate::config::{self, Config, PATH_PREFIX};
+use crate::context::{self, RequestFacts};
+use crate::cors::{self, Verdict};
+use crate::geo::{self, CfValue};
+use crate::keys::{self, KeyCache, KeyState};
+use crate::merge::{self, ChunkAnswer};
+use crate::outbound;
+use crate::routes::{self, Route};
+
+/// How long one origin request may take before the sender gets a retryable `upstream_error`.
+const ORIGIN_TIMEOUT_MS: u32 = 10_000;
+
+thread_local! {
+    /// Write-key answers, per isolate (see [`keys::KeyCache`] for the expiry rules).
+    static KEYS: RefCell<KeyCache> = RefCell::new(KeyCache::default());
+}
+
+/// Why a request ended without a normal answer.
+enum Failure {
+    /// The sender's request is refused with this code (4xx, or a retryable 502).
+    Envelope(EnvelopeError),
+    /// Our bug or misconfiguration: logged in full, answered as a bare 500 `internal`.
+    Internal(String),
+}
+
+impl From<EnvelopeError> for Failure {
+    fn from(e: EnvelopeError) -> Self {
+        Failure::Envelope(e)
+    }
+}
+
+impl From<worker::Error> for Failure {
+    fn from(e: worker::Error) -> Self {
+        Failure::Internal(e.to_string())
+    }
+}
+
+/// Answers one request; never `Err` for anything a sender can do (see [`crate::fetch`]).
+pub async fn fetch(req: Request, env: Env) -> worker::Result<Response> {
+    match handle(req, &env).await {
+        Ok(resp) => Ok(resp),
+        Err(failure) => failure_response(failure),
+    }
+}
+
+async fn handle(req: Request, env: &Env) -> Result<Response, Failure> {
+    // The serialised URL, not worker's `Url`: parsing it would link a URL parser (and IDNA tables).
+    let url = req.inner().url();
+    let prefix = config::path_prefix(env_string(env, PATH_PREFIX).as_deref());
+    // The raw method: worker::Method maps unknown methods to GET.
+    let method = req.inner().method();
+    match routes::route(&method, &req.path(), &prefix) {
+        Route::Health => Ok(json_response(200, &serde_json::json!({ "status": "ok" }))?),
+        Route::NotFound => Err(EnvelopeError::new(EnvelopeCode::NotFound, "no such route").into()),
+        Route::MethodNotAllowed { allow } => {
+            let e = EnvelopeError::new(EnvelopeCode::MethodNotAllowed, format!("use {allow} on this route"));
+            let mut resp = json_response(e.code.status(), &e.body())?;
+            resp.headers_mut().set("allow", allow)?;
+            Ok(resp)
+        }
+        Route::Batch => post_batch(req, &load_config(env)?, &url).await,
+        Route::BatchPreflight => preflight(&req, &load_config(env)?, &url).await,
+    }
+}
+
+fn load_config(env: &Env) -> Result<Config, Failure> {
+    Config::from_lookup(|name| env_string(env, name)).map_err(|e| Failure::Internal(format!("configuration: {e}")))
+}
+
+/// What the batch route learnt about the key, for the CORS headers of whatever it answers.
+#[derive(Default)]
+struct KeySlot {
+    /// A lookup was made (successful or not): do not repeat it for the CORS decision.
+    attempted: bool,
+    /// The key's project, when the key exists (revoked or not).
+    project: Option<KeyLookupResponse>,
+}
+
+/// `POST /v1/batch`: the answer of [`ingest`], with CORS headers for an allowed origin.
+async fn post_batch(mut req: Request, cfg: &Config, url: &str) -> Result<Response, Failure> {
+    let origin = header(&req, "origin");
+    let key = write_key(url, &req);
+    let mut slot = KeySlot::default();
+    let outcome = ingest(&mut req, cfg, url, key.as_deref(), &mut slot).await;
+    let mut resp = match outcome {
+        Ok(resp) => resp,
+        Err(failure) => failure_response(failure)?,
+    };
+    let (Some(origin), Some(key)) = (origin, key) else {
+        return Ok(resp);
+    };
+    if !slot.attempted {
+        // Refused before the key was looked at (415, ...): an allowed origin must still be able
+        // to read why, or the SDK would see a network error and retry a hopeless request.
+        if let Ok(KeyState::Known(p)) = resolve_key(cfg, &key).await {
+            slot.project = Some(p);
+        }
+    }
+    if let Some(Verdict::Allowed(o)) = slot.project.as_ref().map(|p| cors::verdict(Some(&origin), p)) {
+        set_headers(&mut resp, &cors::response_headers(&o))?;
+    }
+    Ok(resp)
+}
+
+/// The batch pipeline, checks in protocol order; see the crate docs.
+async fn ingest(
+    req: &mut Request,
+    cfg: &Config,
+    url: &str,
+    key: Option<&str>,
+    slot: &mut KeySlot,
+) -> Result<Response, Failure> {
+    let received_at = context::time_from_millis(Date::now());
+    let key = key.ok_or_else(|| {
+        EnvelopeError::new(
+            EnvelopeCode::MissingKey,
+            format!("no write key: pass ?{KEY_PARAM}= or the {KEY_HEADER} header"),
+        )
+    })?;
+    envelope::check_content_type(header(req, "content-type").as_deref())?;
+    let gzip = envelope::is_gzip(header(req, "content-encoding").as_deref(), query(url, COMPRESSION_PARAM).as_deref())?;
+
+    slot.attempted = true;
+    let state = resolve_key(cfg, key).await?;
+    if let KeyState::Known(p) = &state {
+        slot.project = Some(p.clone());
+    }
+    let project = keys::check_key(&state)?;
+    if cors::verdict(header(req, "origin").as_deref(), project) == Verdict::Refused {
+        return Err(origin_not_allowed().into());
+    }
+
+    let declared = header(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BATCH_BYTES as u64) {
+        return Err(too_large().into());
+    }
+    let raw = read_body(req, MAX_BATCH_BYTES).await?;
+    let body = envelope::decode_body(&raw, gzip, MAX_BATCH_BYTES)?;
+    drop(raw);
+    let parsed = envelope::parse_batch(&body)?;
+
+    let cf = cf_object(req);
+    let lookup = |path: &str| cf_value(cf.as_ref(), path);
+    let user_agent = header(req, "user-agent");
+    let cf_ip = header(req, "cf-connecting-ip");
+    let forwarded_for = header(req, "x-forwarded-for");
+    // VISITOR_SALT is a fixed secret for now. A later issue moves the salt into a Durable Object
+    // that makes a random salt every day and deletes the old one, so that hashes cannot be
+    // linked across days or reversed by trying every IPv4 address with a leaked salt.
+    if cfg.visitor_salt.is_none() {
+        console_warn!("VISITOR_SALT is not set: events are forwarded without a visitor hash");
+    }
+    let ctx = context::request_context(RequestFacts {
+        received_at,
+        sent_at: parsed.sent_at,
+        geo: geo::geo_from_cf(lookup),
+        user_agent: user_agent.as_deref(),
+        ip: context::client_ip(cf_ip.as_deref(), forwarded_for.as_deref()),
+        project_id: project.project_id,
+        salt: cfg.visitor_salt.as_deref().map(str::as_bytes),
+        bot_score: geo::bot_score(lookup),
+    });
+    // The IP headers end here; nothing below can reach them.
+    drop((cf_ip, forwarded_for));
+
+    let edge_rejected = parsed.rejected();
+    let forwarded = merge::forwarded_indexes(&parsed.events);
+    let events: Vec<EnrichedEvent> =
+        parsed.events.into_iter().filter_map(Result::ok).map(|e| enrich(e, &ctx)).collect();
+    if events.is_empty() {
+        return Ok(json_response(200, &BatchResponse { accepted: 0, rejected: edge_rejected })?);
+    }
+    let chunks = outbound::forward_chunks(key, &events).map_err(|e| Failure::Internal(e.to_string()))?;
+    drop(events);
+
+    let mut answers = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let reply = post_signed(cfg, INGEST_PATH, chunk.body).await?;
+        if !(200..300).contains(&reply.status) {
+            // A chunk sent before this one may be stored already; the sender retries the whole
+            // batch and the origin's dedup on event ids absorbs the repeat.
+            return pass_through(reply);
+        }
+        let response: BatchResponse = serde_json::from_slice(&reply.body).map_err(|_| {
+            console_error!("origin answered {} with an unreadable batch response", reply.status);
+            upstream("the origin answered an unreadable response")
+        })?;
+        answers.push(ChunkAnswer { start: chunk.start, len: chunk.len, response });
+    }
+    let merged = merge::merge(edge_rejected, &forwarded, &answers).map_err(|e| {
+        console_error!("origin answer does not match the forwarded events: {e}");
+        upstream("the origin answered an inconsistent response")
+    })?;
+    Ok(json_response(200, &merged)?)
+}
+
+/// `OPTIONS /v1/batch?key=...`: 204 with CORS headers for an allowed origin, else 403.
+async fn preflight(req: &Request, cfg: &Config, url: &str) -> Result<Response, Failure> {
+    let key = query(url, KEY_PARAM).filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+        EnvelopeError::new(EnvelopeCode::MissingKey, format!("a preflight needs the write key in ?{KEY_PARAM}="))
+    })?;
+    let state = resolve_key(cfg, key.trim()).await?;
+    let project = keys::check_key(&state)?;
+    match cors::verdict(header(req, "origin").as_deref(), project) {
+        Verdict::Allowed(origin) => {
+            let mut resp = Response::empty()?.with_status(204);
+            set_headers(&mut resp, &cors::preflight_headers(&origin))?;
+            Ok(resp)
+        }
+        Verdict::NotCors | Verdict::Refused => Err(origin_not_allowed().into()),
+    }
+}
+
+/// The key's state: from the isolate cache, else from the origin (then cached).
+async fn resolve_key(cfg: &Config, key: &str) -> Result<KeyState, Failure> {
+    if !keys::plausible_key(key) {
+        return Ok(KeyState::Unknown);
+    }
+    let now_ms = Date::now().max(0.0) as u64;
+    if let Some(state) = KEYS.with(|c| c.borrow().get(key, now_ms).cloned()) {
+        return Ok(state);
+    }
+    let body = serde_json::to_string(&KeyLookupRequest { write_key: key.to_owned() })
+        .map_err(|e| Failure::Internal(e.to_string()))?;
+    let reply = post_signed(cfg, KEY_LOOKUP_PATH, body).await?;
+    match keys::interpret_lookup(reply.status, &reply.body) {
+        Ok(state) => {
+            KEYS.with(|c| c.borrow_mut().insert(key, state.clone(), now_ms));
+            Ok(state)
+        }
+        Err(e) => {
+            console_error!("{e}");
+            Err(upstream("the origin could not resolve the write key").into())
+        }
+    }
+}
+
+/// The origin's answer, read in full.
+struct OriginReply {
+    status: u16,
+    retry_after: Option<String>,
+    body: Vec<u8>,
+}
+
+/// POSTs `body` to an origin path, signed at the moment of sending.
+async fn post_signed(cfg: &Config, path: &str, body: String) -> Result<OriginReply, Failure> {
+    let timestamp = (Date::now() / 1000.0) as i64;
+    let signature = sign(cfg.origin_secret.as_bytes(), timestamp, body.as_bytes());
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    headers.set(TIMESTAMP_HEADER, &timestamp.to_string())?;
+    headers.set(SIGNATURE_HEADER, &signature)?;
+    // web_sys's RequestInit, not worker's: the latter links serialisers for every `cf` option.
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers.0);
+    init.set_body(&JsValue::from_str(&body));
+    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(ORIGIN_TIMEOUT_MS)));
+    let request =
+        web_sys::Request::new_with_str_and_init(&cfg.origin_endpoint(path), &init).map_err(worker::Error::from)?;
+    let mut resp = Fetch::Request(Request::from(request)).send().await.map_err(|e| {
+        console_error!("origin {path} unreachable: {e}");
+        upstream("the origin is unreachable")
+    })?;
+    let status = resp.status_code();
+    let retry_after = resp.headers().get("retry-after").ok().flatten();
+    let body = resp.bytes().await.map_err(|e| {
+        console_error!("origin {path} answer could not be read: {e}");
+        upstream("the origin answer could not be read")
+    })?;
+    Ok(OriginReply { status, retry_after, body })
+}
+
+/// Hands an origin error to the sender: same status, JSON body and `Retry-After`, so 429/5xx
+/// are retried and other 4xx are final. A refused edge signature is our problem, not the
+/// sender's: it becomes a retryable 502 instead of a 401 that would make the SDK drop events.
+fn pass_through(reply: OriginReply) -> Result<Response, Failure> {
+    let error = serde_json::from_slice::<ErrorBody>(&reply.body).ok().map(|b| b.error.code);
+    if matches!(error, Some(EnvelopeCode::InvalidSignature | EnvelopeCode::SignatureExpired)) {
+        console_error!("origin refused the edge signature: check ORIGIN_SECRET and the clocks");
+        return Err(upstream("the origin refused the edge").into());
+    }
+    if !(400..=599).contains(&reply.status) {
+        console_error!("origin answered unexpected status {}", reply.status);
+        return Err(upstream("the origin answered an unexpected status").into());
+    }
+    let body = if serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body).is_ok() {
+        reply.body
+    } else {
+        let code = match reply.status {
+            429 => EnvelopeCode::RateLimited,
+            503 => EnvelopeCode::Unavailable,
+            413 => EnvelopeCode::PayloadTooLarge,
+            _ => EnvelopeCode::UpstreamError,
+        };
+        let e = EnvelopeError::new(code, format!("the origin answered status {}", reply.status));
+        serde_json::to_vec(&e.body()).map_err(|e| Failure::Internal(e.to_string()))?
+    };
+    let mut resp = Response::from_bytes(body)?.with_status(reply.status);
+    resp.headers_mut().set("content-type", "application/json")?;
+    if let Some(retry_after) = reply.retry_after {
+        resp.headers_mut().set("retry-after", &retry_after)?;
+    }
+    Ok(resp)
+}
+
+/// Reads the body, refusing more than `cap` bytes without reading further.
+async fn read_body(req: &mut Request, cap: usize) -> Result<Vec<u8>, Failure> {
+    // No body at all (a POST without one) reads as empty; parse_batch then refuses it.
+    let Ok(mut stream) = req.stream() else {
+        return Ok(Vec::new());
+    };
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|_| EnvelopeError::new(EnvelopeCode::MalformedJson, "the request body could not be read"))?;
+        if buf.len() + chunk.len() > cap {
+            return Err(too_large().into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// The write key from `?key=`, else from the `x-nexus-key` header.
+fn write_key(url: &str, req: &Request) -> Option<String> {
+    let clean = |k: String| Some(k.trim().to_owned()).filter(|k| !k.is_empty());
+    query(url, KEY_PARAM).and_then(clean).or_else(|| header(req, KEY_HEADER).and_then(clean))
+}
+
+/// The request's `cf` object, when the runtime gave one (read raw: `worker::Cf` getters panic
+/// on missing fields).
+fn cf_object(req: &Request) -> Option<JsValue> {
+    Reflect::get(req.inner(), &JsValue::from_str("cf")).ok().filter(JsValue::is_object)
+}
+
+/// A `cf` field by dotted path (`botManagement.score`): a string, a number, or `None`.
+fn cf_value(cf: Option<&JsValue>, path: &str) -> Option<CfValue> {
+    let mut value = cf?.clone();
+    for part in path.split('.') {
+        if !value.is_object() {
+            return None;
+        }
+        value = Reflect::get(&value, &JsValue::from_str(part)).ok()?;
+    }
+    if let Some(s) = value.as_string() {
+        Some(CfValue::Text(s))
+    } else {
+        value.as_f64().map(CfValue::Number)
+    }
+}
+
+/// A var or secret as a string (both are JS strings on `env`).
+fn env_string(env: &Env, name: &str) -> Option<String> {
+    Reflect::get(env, &JsValue::from_str(name)).ok().and_then(|v| v.as_string())
+}
+
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
+}
+
+fn query(url: &str, name: &str) -> Option<String> {
+    routes::query_param(url, name)
+}
+
+fn set_headers(resp: &mut Response, headers: &[(&str, String)]) -> worker::Result<()> {
+    for (name, value) in headers {
+        resp.headers_mut().set(name, value)?;
+    }
+    Ok(())
+}
+
+fn json_response(status: u16, body: &impl Serialize) -> worker::Result<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
+}
+
+fn failure_response(failure: Failure) -> worker::Result<Response> {
+    match failure {
+        Failure::Envelope(e) => json_response(e.code.status(), &e.body()),
+        Failure::Internal(detail) => {
+            console_error!("internal error: {detail}");
+            let e = EnvelopeError::new(EnvelopeCode::Internal, "internal error");
+            json_response(e.code.status(), &e.body())
+        }
+    }
+}
+
+fn upstream(message: &str) -> EnvelopeError {
+    EnvelopeError::new(EnvelopeCode::UpstreamError, message)
+}
+
+fn too_large() -> EnvelopeError {
+    EnvelopeError::new(EnvelopeCode::PayloadTooLarge, format!("body is larger than {MAX_BATCH_BYTES} bytes"))
+}
+
+fn origin_not_allowed() -> EnvelopeError {
+    EnvelopeError::new(EnvelopeCode::OriginNotAllowed, "this origin may not send events to the project")
+}

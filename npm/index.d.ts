@@ -1,0 +1,49 @@
+// Types of @nexus-analytics/browser (the loader in src/index.js).
+
+/** Options of {@link init}. */
+export interface InitOptions {
+  /** The project's write key (public: it only allows sending events). */
+  key: string;
+  /** Origin of the collector, e.g. `https://collect.example.com`. Default: the page's own origin. */
+  endpoint?: string;
+  /** Send as soon as this many events are queued (1 to 1000). Default 20. */
+  flushAt?: number;
+  /** Also send every this many milliseconds; a failed send is retried on the next tick. Default 5000. */
+  flushIntervalMs?: number;
+  /** Log every event and send to the console. Default false. */
+  debug?: boolean;
+}
+
+/**
+ * Event properties or person traits: a plain object serialisable with `JSON.stringify`
+ * (at most 200 keys, nesting depth 8, strings up to 8 KiB; the whole event up to 32 KiB).
+ */
+export type Properties = Record<string, unknown>;
+
+/**
+ * Starts the SDK and loads its wasm core. Resolves when ready; rejects on invalid options.
+ * A second call is ignored.
+ */
+export function init(options: InitOptions): Promise<void>;
+
+/**
+ * Records a named action (`name`: 1 to 200 bytes). Calls made before the SDK has loaded are
+ * queued and replayed in order with their original time; once loaded, invalid arguments throw
+ * an `Error` (before that, they are reported on the console).
+ */
+export function track(name: string, properties?: Properties): void;
+
+/** Records a view of the current page (stored as `$pageview`); URL, title and referrer are added. */
+export function page(properties?: Properties): void;
+
+/**
+ * Ties this browser to a known user id (1 to 200 bytes), kept for later events and visits, and
+ * sets person properties from `traits`.
+ */
+export function identify(userId: string, traits?: Properties): void;
+
+/**
+ * Sends everything queued now. Resolves once the collector answered; a failed send keeps its
+ * events for the next attempt and resolves too. Rejects when {@link init} was not called.
+ */
+export function flush(): Promise<void>;

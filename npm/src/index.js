@@ -1,0 +1,112 @@
+// The loader of @nexus-analytics/browser: a thin layer over the wasm core (built from
+// sdk-wasm/ into ../wasm/ by `cargo xtask build-sdk`).
+//
+// Why a loader at all: the wasm module loads asynchronously, but `track()` must be callable the
+// moment the page runs. Calls made before the wasm is ready are queued here, with the time they
+// were made, and replayed in order once it is. The wasm starts loading on the first call, not
+// on import, so importing the package costs nothing until it is used.
+
+import initWasm, * as core from '../wasm/nexus_sdk.js';
+
+// Outside a browser (server-side rendering) every call is a harmless no-op.
+const inBrowser = typeof window !== 'undefined' && typeof WebAssembly !== 'undefined';
+
+// A page whose wasm never loads (blocked, offline) must not grow without bound.
+const MAX_PENDING = 1000;
+
+/** @type {Array<{ name: string, args: unknown[], resolve?: (v?: unknown) => void, reject?: (e: unknown) => void }>} */
+let pending = [];
+let ready = false;
+/** @type {Promise<void> | undefined} */
+let loading;
+/** Set when the wasm failed to load: later calls fail at once instead of queueing forever. */
+let failure;
+
+function load() {
+  if (!loading) {
+    loading = initWasm({ module_or_path: new URL('../wasm/nexus_sdk_bg.wasm', import.meta.url) }).then(
+      () => {
+        ready = true;
+        const calls = pending;
+        pending = [];
+        for (const call of calls) replay(call);
+      },
+      (error) => {
+        failure = error;
+        const calls = pending;
+        pending = [];
+        console.error('nexus: the SDK could not be loaded', error);
+        for (const call of calls) call.reject?.(error);
+      },
+    );
+  }
+  return loading;
+}
+
+/** Runs one queued call. Errors of fire-and-forget calls go to the console: their caller is gone. */
+function replay({ name, args, resolve, reject }) {
+  try {
+    if (name === 'flush') {
+      core.flush(resolve);
+      return;
+    }
+    // @ts-ignore: the four remaining names are functions of the core with these arguments
+    core[name](...args);
+    resolve?.();
+  } catch (error) {
+    if (reject) reject(error);
+    else console.error(error);
+  }
+}
+
+/** Queues a call for the wasm, or runs it now when the wasm is ready. */
+function enqueue(name, args, settle) {
+  if (!inBrowser) {
+    settle?.resolve();
+    return;
+  }
+  if (failure) {
+    settle?.reject(failure);
+    return;
+  }
+  if (ready) {
+    replay({ name, args, ...settle });
+    return;
+  }
+  if (pending.length < MAX_PENDING) {
+    pending.push({ name, args, ...settle });
+  } else {
+    settle?.reject(new Error('nexus: too many calls before the SDK loaded'));
+  }
+  load();
+}
+
+/** Starts the SDK. Resolves once it is loaded and configured; a second call is ignored. */
+export function init(options) {
+  return new Promise((resolve, reject) => enqueue('init', [options], { resolve, reject }));
+}
+
+/** Records a named action. Throws on invalid arguments once loaded (logged before). */
+export function track(name, properties) {
+  // The time is taken now: a call queued during loading keeps its real time.
+  if (ready) core.track(name, properties);
+  else enqueue('track', [name, properties, Date.now()]);
+}
+
+/** Records a view of the current page. */
+export function page(properties) {
+  if (ready) core.page(properties);
+  else enqueue('page', [properties, Date.now()]);
+}
+
+/** Ties this browser to a known user and sets person properties. */
+export function identify(userId, traits) {
+  if (ready) core.identify(userId, traits);
+  else enqueue('identify', [userId, traits, Date.now()]);
+}
+
+/** Sends everything queued now. Resolves when the collector answered (or the send failed and
+ * the events were kept for a retry); rejects only when the SDK is not initialised. */
+export function flush() {
+  return new Promise((resolve, reject) => enqueue('flush', [], { resolve, reject }));
+}

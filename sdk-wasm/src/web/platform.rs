@@ -1,0 +1,136 @@
+//! web-sys implementations of the pure traits: `fetch`/`sendBeacon` transport, `Date.now`
+//! clock, `localStorage` storage, and ids from `crypto.getRandomValues`.
+
+use js_sys::{Date, Object};
+use wasm_bindgen::prelude::*;
+use web_sys::{Crypto, Navigator, Window};
+
+use super::context::{get, global, put, with_global};
+use crate::identity::Storage;
+use crate::queue::{Clock, Outcome, Transport, BEACON_MAX_BYTES};
+use crate::wire::uuid_v7;
+
+#[wasm_bindgen]
+extern "C" {
+    /// A promise seen only through `then`.
+    type Thenable;
+    /// `promise.then(f, f)`: one callback for both outcomes, so one closure per request
+    /// (js-sys's `then2` wants two `Closure`s that would have to be kept and freed by hand).
+    #[wasm_bindgen(method, js_name = then)]
+    fn then_both(this: &Thenable, on_fulfilled: &JsValue, on_rejected: &JsValue) -> JsValue;
+}
+
+/// Sends batches to `<endpoint>/v1/batch?key=<write key>`.
+///
+/// The body is a plain string, which fetch and `sendBeacon` both send as
+/// `text/plain;charset=UTF-8`: with no custom header, the request is CORS-simple and costs no
+/// preflight, and the key travels in the URL because a beacon cannot carry headers.
+#[derive(Debug)]
+pub struct Fetch {
+    url: String,
+}
+
+impl Fetch {
+    /// A transport posting to `url` (already carrying the key).
+    pub fn new(url: String) -> Fetch {
+        Fetch { url }
+    }
+
+    /// The batch URL, key included.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Transport for Fetch {
+    fn post(&self, body: &str, done: Box<dyn FnOnce(Outcome)>) {
+        // The init dictionary as a plain object: one `Reflect.set` import instead of a typed
+        // setter (and JS glue function) per field.
+        let init = Object::new();
+        put(&init, "method", &JsValue::from_str("POST"));
+        put(&init, "body", &JsValue::from_str(body));
+        // No cookies: the write key authenticates, and `omit` lets the collector answer with
+        // `Access-Control-Allow-Origin: *`.
+        put(&init, "credentials", &JsValue::from_str("omit"));
+        // keepalive lets a request started just before the page unloads finish; browsers refuse
+        // keepalive bodies past 64 KiB, so large batches go without it.
+        if body.len() <= BEACON_MAX_BYTES {
+            put(&init, "keepalive", &JsValue::TRUE);
+        }
+        // `globalThis` is the Window in a page; unchecked because `instanceof Window` costs an
+        // import and the SDK only runs in pages.
+        let request =
+            with_global(|g| g.unchecked_ref::<Window>().fetch_with_str_and_init(&self.url, init.unchecked_ref()));
+        // Fulfilled: a Response with its status. Rejected: a TypeError without one, meaning no
+        // HTTP answer arrived (offline, CORS, abort). `once_into_js` frees the closure after
+        // its one call, so nothing leaks per request.
+        let on_answer = Closure::once_into_js(move |answer: JsValue| {
+            done(match get(&answer, "status").as_f64() {
+                Some(status) if status >= 100.0 => Outcome::Status(status as u16),
+                _ => Outcome::Network,
+            })
+        });
+        request.unchecked_ref::<Thenable>().then_both(&on_answer, &on_answer);
+    }
+
+    fn beacon(&self, body: &str) -> bool {
+        let navigator = global("navigator");
+        navigator.is_object()
+            && navigator.unchecked_into::<Navigator>().send_beacon_with_opt_str(&self.url, Some(body)).unwrap_or(false)
+    }
+}
+
+/// `Date.now()`.
+#[derive(Debug, Clone, Copy)]
+pub struct DateClock;
+
+impl Clock for DateClock {
+    fn now_ms(&self) -> u64 {
+        Date::now() as u64
+    }
+}
+
+/// `window.localStorage`, or nothing when the browser refuses it (then ids live in memory only).
+#[derive(Debug)]
+pub struct LocalStore {
+    inner: Option<web_sys::Storage>,
+}
+
+impl LocalStore {
+    /// Opens `localStorage`; never fails (reading the property itself can throw a SecurityError).
+    pub fn open() -> LocalStore {
+        let storage = global("localStorage");
+        LocalStore { inner: storage.is_object().then(|| storage.unchecked_into()) }
+    }
+}
+
+impl Storage for LocalStore {
+    fn get(&self, key: &str) -> Option<String> {
+        self.inner.as_ref()?.get_item(key).ok().flatten()
+    }
+
+    fn set(&self, key: &str, value: &str) {
+        if let Some(storage) = &self.inner {
+            // A full quota or disabled storage must not break tracking: the value stays in memory.
+            let _ = storage.set_item(key, value);
+        }
+    }
+}
+
+/// A new UUID v7 for the time `unix_ms`, its random part from `crypto.getRandomValues`.
+///
+/// No `Math.random` fallback: every browser that runs wasm has `getRandomValues`, also on
+/// plain http (only `randomUUID` and `subtle` need a secure context).
+pub fn new_id(unix_ms: u64) -> String {
+    let mut random = [0u8; 10];
+    let crypto = global("crypto");
+    if crypto.is_object() {
+        let _ = crypto.unchecked_into::<Crypto>().get_random_values_with_u8_array(&mut random);
+    }
+    uuid_v7(unix_ms, &random)
+}
+
+/// `console.log("nexus:", what, value)`, used only with `debug: true`.
+pub fn log(what: &str, value: &JsValue) {
+    web_sys::console::log_3(&JsValue::from_str("nexus:"), &JsValue::from_str(what), value);
+}
