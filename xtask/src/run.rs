@@ -47,7 +47,11 @@ fn wait_ready(url: &str, child: &mut Child, what: &str) -> Result<()> {
         if let Some(status) = child.try_wait()? {
             bail!("{what} exited during start-up ({status})");
         }
-        let ok = Command::new("curl").args(["-fsS", "-o", "/dev/null", url]).status().map(|s| s.success());
+        let ok = Command::new("curl")
+            .args(["-fs", "-o", "/dev/null", url])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success());
         if ok.unwrap_or(false) {
             return Ok(());
         }
