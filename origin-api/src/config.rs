@@ -37,6 +37,24 @@ pub struct ServeArgs {
     /// Ingest settings.
     #[command(flatten)]
     pub ingest: IngestConfig,
+    /// Background job settings.
+    #[command(flatten)]
+    pub jobs: JobsConfig,
+}
+
+/// `[jobs]`: the background job scheduler.
+#[derive(Debug, Clone, Args)]
+pub struct JobsConfig {
+    /// How often each replica looks for due jobs, in seconds. Default 60.
+    #[arg(long = "jobs-tick-secs", env = "NEXUS_JOBS_TICK_SECS", default_value_t = 60)]
+    pub tick_secs: u64,
+}
+
+impl JobsConfig {
+    /// The tick as a duration (at least one second).
+    pub fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.tick_secs.max(1))
+    }
 }
 
 /// `create-project` options.

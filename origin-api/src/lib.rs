@@ -4,5 +4,6 @@
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod jobs;
 pub mod serve;
 pub mod store;

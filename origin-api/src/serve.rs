@@ -124,6 +124,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signature_window_secs: args.ingest.signature_window_secs,
         metrics,
     };
+    // Jobs run on every replica; the jobs table makes sure each due job runs once.
+    let runner = format!("{}:{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "origin".into()), std::process::id());
+    let jobs = tokio::spawn(crate::jobs::scheduler(db.pool.clone(), runner, args.jobs.interval()));
     let listener =
         TcpListener::bind(args.http.listen).await.with_context(|| format!("binding {}", args.http.listen))?;
     let addr = listener.local_addr()?;
@@ -131,6 +134,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("nexus origin listening on http://{addr}");
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    jobs.abort();
     db.pool.close();
     if let Some(pg) = db.embedded.as_mut() {
         let stop = pg.stop();

@@ -59,6 +59,15 @@ enum Cmd {
     Test,
     /// Run only the end-to-end suite (needs build-sdk and build-edge first).
     TestE2e,
+    /// Benchmark origin ingest over HTTP against a raw COPY of the same rows.
+    BenchIngest {
+        /// Events to send (batches of 100).
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Concurrent HTTP connections.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Build the browser SDK (wasm + npm package).
     BuildSdk,
     /// Build the edge worker.
@@ -77,6 +86,15 @@ fn main() -> Result<()> {
         Cmd::Run => run::run(&ctx),
         Cmd::Test => ci::test(&ctx),
         Cmd::TestE2e => e2e::test(&ctx),
+        Cmd::BenchIngest { events, concurrency } => {
+            let (events, concurrency) = (events.to_string(), concurrency.to_string());
+            let sh = &ctx.sh;
+            Ok(xshell::cmd!(
+                sh,
+                "cargo bench --locked -p nexus-origin --bench ingest -- --events {events} --concurrency {concurrency}"
+            )
+            .run()?)
+        }
         Cmd::BuildSdk => sdk::build(&ctx),
         Cmd::BuildEdge => edge::build(&ctx),
         Cmd::TestSdk => sdk::test(&ctx),

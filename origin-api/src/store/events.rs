@@ -1,8 +1,9 @@
 //! Event rows: the idempotent bulk insert, daily counts, and the daily visitor salts.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Mutex;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use deadpool_postgres::Pool;
 use protocol::forward::EnrichedEvent;
 use rand::RngCore;
@@ -11,57 +12,108 @@ use uuid::Uuid;
 
 use super::StoreError;
 
-/// One row for `jsonb_to_recordset`, built from an enriched event.
-fn row(e: &EnrichedEvent) -> Value {
-    let ev = &e.event;
-    let ctx = &ev.context;
-    // Everything of the context that has no column of its own stays queryable in jsonb.
-    let mut context = serde_json::to_value(ctx).unwrap_or_else(|_| json!({}));
-    if let Some(map) = context.as_object_mut() {
-        for k in ["url", "path", "title", "referrer"] {
-            map.remove(k);
-        }
-    }
-    let mut properties = Value::Object(ev.properties.clone());
-    if !ev.extra.is_empty() {
-        // Unknown top-level fields of a newer protocol version are kept, under a reserved key.
-        properties["$extra"] = Value::Object(ev.extra.clone());
-    }
-    json!({
-        "event_id": ev.id,
-        "event_type": ev.kind.as_str(),
-        "name": ev.name,
-        "distinct_id": ev.distinct_id().or(e.visitor_hash.as_deref()).unwrap_or_default(),
-        "anonymous_id": ev.anonymous_id,
-        "user_id": ev.user_id,
-        "session_id": ev.session_id,
-        "timestamp": e.timestamp,
-        "client_timestamp": ev.timestamp,
-        "received_at": e.received_at,
-        "url": ctx.url,
-        "path": ctx.path,
-        "title": ctx.title,
-        "referrer": ctx.referrer,
-        "properties": properties,
-        "person_set": ev.set,
-        "person_set_once": ev.set_once,
-        "context": context,
-        "group_type": ev.group_type,
-        "group_key": ev.group_key,
-        "previous_id": ev.previous_id,
-        "country": e.geo.country,
-        "region": e.geo.region,
-        "city": e.geo.city,
-        "continent": e.geo.continent,
-        "geo": e.geo,
-        "visitor_hash": e.visitor_hash,
-        "is_bot": e.bot,
-        "user_agent": e.user_agent,
-    })
+/// The batch as one array per column, for `unnest`: the whole batch travels as 30 binary
+/// parameters and is written by one statement with one plan, whatever its size.
+#[derive(Default)]
+struct Columns {
+    event_id: Vec<Uuid>,
+    event_type: Vec<&'static str>,
+    name: Vec<String>,
+    distinct_id: Vec<String>,
+    anonymous_id: Vec<Option<String>>,
+    user_id: Vec<Option<String>>,
+    session_id: Vec<Option<String>>,
+    timestamp: Vec<DateTime<Utc>>,
+    client_timestamp: Vec<DateTime<Utc>>,
+    received_at: Vec<DateTime<Utc>>,
+    url: Vec<Option<String>>,
+    path: Vec<Option<String>>,
+    title: Vec<Option<String>>,
+    referrer: Vec<Option<String>>,
+    properties: Vec<Value>,
+    person_set: Vec<Value>,
+    person_set_once: Vec<Value>,
+    context: Vec<Value>,
+    group_type: Vec<Option<String>>,
+    group_key: Vec<Option<String>>,
+    previous_id: Vec<Option<String>>,
+    country: Vec<Option<String>>,
+    region: Vec<Option<String>>,
+    city: Vec<Option<String>>,
+    continent: Vec<Option<String>>,
+    geo: Vec<Value>,
+    visitor_hash: Vec<Option<String>>,
+    is_bot: Vec<bool>,
+    user_agent: Vec<Option<String>>,
 }
 
-/// PostgreSQL text and jsonb cannot hold U+0000; JSON can. Replace it (with U+FFFD) rather than
-/// fail the whole batch on one hostile string.
+/// PostgreSQL text and jsonb cannot hold U+0000; JSON can. Replaced (with U+FFFD) rather than
+/// failing the whole batch on one hostile string.
+fn clean(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{fffd}")
+    } else {
+        s.to_owned()
+    }
+}
+
+fn clean_opt(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(clean)
+}
+
+impl Columns {
+    fn push(&mut self, e: &EnrichedEvent) {
+        let ev = &e.event;
+        let ctx = &ev.context;
+        // Everything of the context without a column of its own stays queryable in jsonb.
+        let mut context = serde_json::to_value(ctx).unwrap_or_else(|_| json!({}));
+        if let Some(map) = context.as_object_mut() {
+            for k in ["url", "path", "title", "referrer"] {
+                map.remove(k);
+            }
+        }
+        let mut properties = Value::Object(ev.properties.clone());
+        if !ev.extra.is_empty() {
+            // Unknown top-level fields of a newer protocol version are kept, under a reserved key.
+            properties["$extra"] = Value::Object(ev.extra.clone());
+        }
+        let json = |mut v: Value| {
+            strip_nul(&mut v);
+            v
+        };
+        self.event_id.push(ev.id);
+        self.event_type.push(ev.kind.as_str());
+        self.name.push(clean(&ev.name));
+        self.distinct_id.push(clean(ev.distinct_id().or(e.visitor_hash.as_deref()).unwrap_or_default()));
+        self.anonymous_id.push(clean_opt(&ev.anonymous_id));
+        self.user_id.push(clean_opt(&ev.user_id));
+        self.session_id.push(clean_opt(&ev.session_id));
+        self.timestamp.push(e.timestamp);
+        self.client_timestamp.push(ev.timestamp);
+        self.received_at.push(e.received_at);
+        self.url.push(clean_opt(&ctx.url));
+        self.path.push(clean_opt(&ctx.path));
+        self.title.push(clean_opt(&ctx.title));
+        self.referrer.push(clean_opt(&ctx.referrer));
+        self.properties.push(json(properties));
+        self.person_set.push(json(Value::Object(ev.set.clone())));
+        self.person_set_once.push(json(Value::Object(ev.set_once.clone())));
+        self.context.push(json(context));
+        self.group_type.push(clean_opt(&ev.group_type));
+        self.group_key.push(clean_opt(&ev.group_key));
+        self.previous_id.push(clean_opt(&ev.previous_id));
+        self.country.push(clean_opt(&e.geo.country));
+        self.region.push(clean_opt(&e.geo.region));
+        self.city.push(clean_opt(&e.geo.city));
+        self.continent.push(clean_opt(&e.geo.continent));
+        self.geo.push(json(serde_json::to_value(&e.geo).unwrap_or_else(|_| json!({}))));
+        self.visitor_hash.push(clean_opt(&e.visitor_hash));
+        self.is_bot.push(e.bot);
+        self.user_agent.push(clean_opt(&e.user_agent));
+    }
+}
+
+/// Replaces U+0000 everywhere in a JSON value (strings and keys).
 fn strip_nul(v: &mut Value) {
     match v {
         Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{fffd}"),
@@ -77,41 +129,121 @@ fn strip_nul(v: &mut Value) {
     }
 }
 
-/// Inserts the events of one project in one statement; an event whose id is already stored is
-/// skipped (`ON CONFLICT DO NOTHING`). Returns the ids that were new.
-///
-/// One jsonb parameter carries the whole batch (`jsonb_to_recordset`): a single round trip and
-/// a single plan, whatever the batch size.
+/// Months (UTC) that already have a partition, as seen by this process. A miss costs one
+/// idempotent `nexus_ensure_event_partition` call; the background job creates months ahead.
+static KNOWN_PARTITIONS: Mutex<BTreeSet<(i32, u32)>> = Mutex::new(BTreeSet::new());
+
+/// Makes sure every month of `timestamps` has a partition, so that an event with any valid
+/// timestamp (late, historical, imported) is stored, never refused for lack of a partition.
+pub async fn ensure_partitions(pool: &Pool, timestamps: impl Iterator<Item = DateTime<Utc>>) -> Result<(), StoreError> {
+    let months: BTreeSet<(i32, u32, DateTime<Utc>)> = timestamps.map(|t| (t.year(), t.month(), t)).collect();
+    let missing: Vec<DateTime<Utc>> = {
+        let known = KNOWN_PARTITIONS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = BTreeSet::new();
+        months
+            .into_iter()
+            .filter(|(y, m, _)| !known.contains(&(*y, *m)) && seen.insert((*y, *m)))
+            .map(|(_, _, t)| t)
+            .collect()
+    };
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let client = pool.get().await?;
+    for t in missing {
+        client.execute("SELECT nexus_ensure_event_partition($1)", &[&t]).await?;
+        KNOWN_PARTITIONS.lock().unwrap_or_else(|p| p.into_inner()).insert((t.year(), t.month()));
+    }
+    Ok(())
+}
+
+/// Forgets the partitions this process knows (after a retention job dropped some).
+pub fn forget_partitions() {
+    KNOWN_PARTITIONS.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+/// Inserts the events of one project in one statement, deduplicated on (project_id, event_id)
+/// across all partitions through `event_ids`. Returns the ids that were new.
 pub async fn insert(pool: &Pool, project_id: i64, events: &[EnrichedEvent]) -> Result<HashSet<Uuid>, StoreError> {
     if events.is_empty() {
         return Ok(HashSet::new());
     }
-    let mut rows = Value::Array(events.iter().map(row).collect());
-    strip_nul(&mut rows);
+    ensure_partitions(pool, events.iter().map(|e| e.timestamp)).await?;
+    let mut c = Columns::default();
+    for e in events {
+        c.push(e);
+    }
     let client = pool.get().await?;
     let stmt = client
         .prepare_cached(
-            r#"INSERT INTO events (project_id, event_id, event_type, name, distinct_id, anonymous_id,
+            r#"WITH input AS (
+                 SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                   $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
+                   $12::text[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::jsonb[],
+                   $18::jsonb[], $19::jsonb[], $20::text[], $21::text[], $22::text[], $23::text[],
+                   $24::text[], $25::text[], $26::text[], $27::jsonb[], $28::text[], $29::bool[],
+                   $30::text[])
+                 AS t(event_id, event_type, name, distinct_id, anonymous_id, user_id, session_id,
+                   ts, client_timestamp, received_at, url, path, title, referrer, properties,
+                   person_set, person_set_once, context, group_type, group_key, previous_id,
+                   country, region, city, continent, geo, visitor_hash, is_bot, user_agent)
+               ),
+               new_ids AS (
+                 INSERT INTO event_ids (project_id, event_id, "timestamp")
+                 SELECT $1, event_id, ts FROM input
+                 ON CONFLICT (project_id, event_id) DO NOTHING
+                 RETURNING event_id
+               )
+               INSERT INTO events (project_id, event_id, event_type, name, distinct_id, anonymous_id,
                  user_id, session_id, "timestamp", client_timestamp, received_at, url, path, title,
                  referrer, properties, person_set, person_set_once, context, group_type, group_key,
                  previous_id, country, region, city, continent, geo, visitor_hash, is_bot, user_agent)
-               SELECT $1, r.event_id, r.event_type, r.name, r.distinct_id, r.anonymous_id,
-                 r.user_id, r.session_id, r."timestamp", r.client_timestamp, r.received_at, r.url,
-                 r.path, r.title, r.referrer, r.properties, r.person_set, r.person_set_once,
-                 r.context, r.group_type, r.group_key, r.previous_id, r.country, r.region, r.city,
-                 r.continent, r.geo, r.visitor_hash, r.is_bot, r.user_agent
-               FROM jsonb_to_recordset($2::jsonb) AS r(event_id uuid, event_type text, name text,
-                 distinct_id text, anonymous_id text, user_id text, session_id text,
-                 "timestamp" timestamptz, client_timestamp timestamptz, received_at timestamptz,
-                 url text, path text, title text, referrer text, properties jsonb,
-                 person_set jsonb, person_set_once jsonb, context jsonb, group_type text,
-                 group_key text, previous_id text, country text, region text, city text,
-                 continent text, geo jsonb, visitor_hash text, is_bot boolean, user_agent text)
-               ON CONFLICT (project_id, event_id) DO NOTHING
+               SELECT DISTINCT ON (i.event_id) $1, i.event_id, i.event_type, i.name, i.distinct_id,
+                 i.anonymous_id, i.user_id, i.session_id, i.ts, i.client_timestamp, i.received_at,
+                 i.url, i.path, i.title, i.referrer, i.properties, i.person_set, i.person_set_once,
+                 i.context, i.group_type, i.group_key, i.previous_id, i.country, i.region, i.city,
+                 i.continent, i.geo, i.visitor_hash, i.is_bot, i.user_agent
+               FROM input i JOIN new_ids n ON n.event_id = i.event_id
                RETURNING event_id"#,
         )
         .await?;
-    let inserted = client.query(&stmt, &[&project_id, &rows]).await?;
+    let inserted = client
+        .query(
+            &stmt,
+            &[
+                &project_id,
+                &c.event_id,
+                &c.event_type,
+                &c.name,
+                &c.distinct_id,
+                &c.anonymous_id,
+                &c.user_id,
+                &c.session_id,
+                &c.timestamp,
+                &c.client_timestamp,
+                &c.received_at,
+                &c.url,
+                &c.path,
+                &c.title,
+                &c.referrer,
+                &c.properties,
+                &c.person_set,
+                &c.person_set_once,
+                &c.context,
+                &c.group_type,
+                &c.group_key,
+                &c.previous_id,
+                &c.country,
+                &c.region,
+                &c.city,
+                &c.continent,
+                &c.geo,
+                &c.visitor_hash,
+                &c.is_bot,
+                &c.user_agent,
+            ],
+        )
+        .await?;
     Ok(inserted.iter().map(|r| r.get::<_, Uuid>(0)).collect())
 }
 

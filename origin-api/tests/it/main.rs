@@ -5,4 +5,5 @@
 
 mod embedded;
 mod ingest;
+mod storage;
 mod support;

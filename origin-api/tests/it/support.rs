@@ -34,6 +34,7 @@ fn cluster() -> &'static Cluster {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub pool: deadpool_postgres::Pool,
+    pub db_url: String,
     pub project: NewProject,
     pub http: reqwest::Client,
 }
@@ -44,7 +45,8 @@ impl TestApp {
         let c = cluster();
         let db = format!("t_{}", test_name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_"));
         store::ensure_database(&c.pg.connection_string("postgres"), &db).await.unwrap();
-        let pool = store::pool(&c.pg.connection_string(&db), 8).unwrap();
+        let db_url = c.pg.connection_string(&db);
+        let pool = store::pool(&db_url, 8).unwrap();
         store::migrate(&pool).await.unwrap();
         let project =
             store::projects::create_project(&pool, "Test", "UTC", &["https://shop.test".to_owned()]).await.unwrap();
@@ -58,7 +60,7 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        TestApp { addr, pool, project, http: reqwest::Client::new() }
+        TestApp { addr, pool, db_url, project, http: reqwest::Client::new() }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,298 @@
+//! Ingest benchmark: sustained events/s over HTTP (batches of 100 realistic events) into
+//! PostgreSQL, side by side in the same run with the raw limit, a `COPY ... FROM STDIN (FORMAT
+//! text)` of the very same rows into the same table with the same indexes and server settings.
+//!
+//! Run with `cargo xtask bench-ingest` (or `cargo bench -p nexus-origin --bench ingest -- ARGS`).
+//! Prints a table: events/s, CPU seconds per 1,000 events of each process (origin, PostgreSQL,
+//! load generator), storage bytes per event, and the 2xx-to-visible latency.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::SinkExt;
+use nexus_origin::store::{
+    self,
+    embedded::{EmbeddedOptions, EmbeddedPostgres},
+};
+use serde_json::{json, Value};
+
+/// CPU time (user + system) of a set of processes, in seconds.
+fn cpu_of(pids: &[i32]) -> f64 {
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ut: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+            let st: f64 = f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+            (ut + st) / tick
+        })
+        .sum()
+}
+
+/// Every running `postgres` process (the benchmark's cluster is the only one it starts).
+fn postgres_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .collect()
+}
+
+/// Postgres backends come and go; sampling the set before and after keeps what both saw, plus
+/// the CPU of processes that appeared (a new backend started from zero).
+struct CpuSample {
+    origin: f64,
+    postgres: Vec<(i32, f64)>,
+    me: f64,
+}
+
+fn sample(origin_pid: i32) -> CpuSample {
+    CpuSample {
+        origin: cpu_of(&[origin_pid]),
+        postgres: postgres_pids().into_iter().map(|p| (p, cpu_of(&[p]))).collect(),
+        me: cpu_of(&[std::process::id() as i32]),
+    }
+}
+
+fn delta(before: &CpuSample, after: &CpuSample) -> (f64, f64, f64) {
+    let pg: f64 = after
+        .postgres
+        .iter()
+        .map(|(pid, t)| t - before.postgres.iter().find(|(p, _)| p == pid).map(|(_, t0)| *t0).unwrap_or(0.0))
+        .sum();
+    (after.origin - before.origin, pg, after.me - before.me)
+}
+
+fn realistic_event(i: usize, now: &str) -> Value {
+    let pages = ["/", "/pricing", "/docs/getting-started", "/blog/launch", "/signup", "/app/dashboard"];
+    let path = pages[i % pages.len()];
+    let page = i.is_multiple_of(3);
+    let name = if page { Value::Null } else { json!(["signup_clicked", "plan_selected", "video_played"][i % 3]) };
+    let plan = ["free", "pro", "team"][i % 3];
+    let price = (i % 7) * 10;
+    json!({
+        "id": uuid::Uuid::now_v7(),
+        "type": if page { "page" } else { "track" },
+        "name": name,
+        "anonymous_id": format!("anon-{}", i % 5000),
+        "session_id": format!("sess-{}", i % 1500),
+        "timestamp": now,
+        "properties": {"plan": plan, "price": price, "experiment": "hero-b", "logged_in": i.is_multiple_of(2)},
+        "context": {
+            "url": format!("https://shop.example.com{path}?utm_source=newsletter&utm_medium=email"),
+            "path": path,
+            "title": "Shop - the best things",
+            "referrer": "https://www.google.com/",
+            "utm": {"source": "newsletter", "medium": "email", "campaign": "december"},
+            "screen": {"width": 1440, "height": 900},
+            "locale": "de-DE",
+            "timezone": "Europe/Berlin",
+            "library": {"name": "nexus-js", "version": "0.1.0"}
+        }
+    })
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes --bench; only our flags matter.
+    let total = arg("--events", 200_000);
+    let concurrency = arg("--concurrency", 8);
+    let batch_size = 100;
+    let dir = tempfile::Builder::new().prefix("nexus-bench-").tempdir_in("/tmp")?;
+    // Default (durable) server settings: fsync on, synchronous commit on.
+    let pg = EmbeddedPostgres::start(&EmbeddedOptions { data_dir: dir.path().to_path_buf(), no_fsync: false })?;
+    store::ensure_database(&pg.connection_string("postgres"), "bench").await?;
+    let url = pg.connection_string("bench");
+    let pool = store::pool(&url, 4)?;
+    store::migrate(&pool).await?;
+    let project = store::projects::create_project(&pool, "bench", "UTC", &[]).await?;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut origin = std::process::Command::new(env!("CARGO_BIN_EXE_nexus-origin"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &url])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .context("starting the origin")?;
+    let origin_pid = origin.id() as i32;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/ready")).send().await.map(|r| !r.status().is_success()).unwrap_or(true) {
+        anyhow::ensure!(Instant::now() < deadline, "origin not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let now = chrono::Utc::now().to_rfc3339();
+    let make_batches = |n: usize| -> Vec<String> {
+        (0..n / batch_size)
+            .map(|b| {
+                let events: Vec<Value> = (0..batch_size).map(|i| realistic_event(b * batch_size + i, &now)).collect();
+                json!({"sent_at": now, "batch": events}).to_string()
+            })
+            .collect()
+    };
+    let send_all = |batches: Arc<Vec<String>>| {
+        let http = http.clone();
+        let url = format!("{base}/v1/batch?key={}", project.write_key);
+        async move {
+            let next = Arc::new(AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let (http, url, next, batches) = (http.clone(), url.clone(), next.clone(), batches.clone());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(body) = batches.get(i) else { break };
+                        let res = http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36")
+                            .body(body.clone())
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap_or_default());
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+
+    // Warm-up: connections, prepared statements, partitions.
+    send_all(Arc::new(make_batches(2_000))).await;
+    let batches = Arc::new(make_batches(total));
+    let events = batches.len() * batch_size;
+    let before = sample(origin_pid);
+    let started = Instant::now();
+    send_all(batches).await;
+    let http_secs = started.elapsed().as_secs_f64();
+    let (http_origin_cpu, http_pg_cpu, http_me_cpu) = delta(&before, &sample(origin_pid));
+
+    // Storage per event (table + indexes, the dedup key table included).
+    let client = pool.get().await?;
+    let stored: i64 = client.query_one("SELECT count(*) FROM events", &[]).await?.get(0);
+    let bytes: i64 = client
+        .query_one(
+            "SELECT (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits
+                     WHERE inhparent = 'events'::regclass)::int8
+                  + pg_total_relation_size('event_ids')::int8",
+            &[],
+        )
+        .await?
+        .get(0);
+
+    // 2xx -> visible to a query, one event at a time.
+    let mut visible = Vec::new();
+    for i in 0..200 {
+        let ev = realistic_event(i, &chrono::Utc::now().to_rfc3339());
+        let id: uuid::Uuid = ev["id"].as_str().unwrap().parse()?;
+        let res = http
+            .post(format!("{base}/v1/batch?key={}", project.write_key))
+            .header("content-type", "application/json")
+            .body(json!({"batch": [ev]}).to_string())
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success());
+        let acked = Instant::now();
+        loop {
+            let found = client
+                .query_opt("SELECT 1 FROM events WHERE project_id = $1 AND event_id = $2", &[&project.project_id, &id])
+                .await?
+                .is_some();
+            if found {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        visible.push(acked.elapsed().as_secs_f64() * 1000.0);
+    }
+    visible.sort_by(f64::total_cmp);
+
+    // The raw limit: the same rows, COPY'd as text into the same table (indexes and all).
+    let mut rows = Vec::new();
+    {
+        let stream = client.copy_out("COPY (SELECT * FROM events) TO STDOUT (FORMAT text)").await?;
+        futures_util::pin_mut!(stream);
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            rows.extend_from_slice(&chunk?);
+        }
+    }
+    client.batch_execute("TRUNCATE events; CHECKPOINT;").await?;
+    let before = sample(origin_pid);
+    let started = Instant::now();
+    let sink = client.copy_in("COPY events FROM STDIN (FORMAT text)").await?;
+    futures_util::pin_mut!(sink);
+    for chunk in rows.chunks(256 * 1024) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk)).await?;
+    }
+    let copied = sink.finish().await?;
+    let copy_secs = started.elapsed().as_secs_f64();
+    let (_, copy_pg_cpu, copy_me_cpu) = delta(&before, &sample(origin_pid));
+
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(origin_pid), nix::sys::signal::Signal::SIGTERM);
+    let _ = origin.wait();
+    drop(client);
+    pool.close();
+    drop(pg);
+
+    let rate = events as f64 / http_secs;
+    let copy_rate = copied as f64 / copy_secs;
+    let per_k = |cpu: f64, n: f64| cpu / n * 1000.0;
+    println!(
+        "\ningest benchmark: {events} events in batches of {batch_size}, {concurrency} connections, durable settings"
+    );
+    println!(
+        "{:<34} {:>12} {:>14} {:>14} {:>14}",
+        "path", "events/s", "origin cpu-s/k", "postgres cpu-s/k", "loadgen cpu-s/k"
+    );
+    println!(
+        "{:<34} {:>12.0} {:>14.4} {:>14.4} {:>14.4}",
+        "HTTP /v1/batch (origin enriches)",
+        rate,
+        per_k(http_origin_cpu, events as f64),
+        per_k(http_pg_cpu, events as f64),
+        per_k(http_me_cpu, events as f64)
+    );
+    println!(
+        "{:<34} {:>12.0} {:>14} {:>14.4} {:>14.4}",
+        "COPY (FORMAT text), same rows",
+        copy_rate,
+        "-",
+        per_k(copy_pg_cpu, copied as f64),
+        per_k(copy_me_cpu, copied as f64)
+    );
+    println!("ratio HTTP / COPY: {:.1}%", rate / copy_rate * 100.0);
+    println!(
+        "storage: {:.0} bytes per event (events + indexes + event_ids, {stored} rows)",
+        bytes as f64 / stored as f64
+    );
+    println!(
+        "2xx -> visible: p50 {:.2} ms, p95 {:.2} ms (n = {})",
+        percentile(&visible, 0.5),
+        percentile(&visible, 0.95),
+        visible.len()
+    );
+    Ok(())
+}
