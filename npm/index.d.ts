@@ -8,7 +8,11 @@ export interface InitOptions {
   endpoint?: string;
   /** Send as soon as this many events are queued (1 to 1000). Default 20. */
   flushAt?: number;
-  /** Also send every this many milliseconds; a failed send is retried on the next tick. Default 5000. */
+  /**
+   * Also send every this many milliseconds. Also the base of the retry backoff: after the n-th
+   * failure in a row the next try waits a random time up to `flushIntervalMs × 2^(n−1)` (at most
+   * 5 minutes), or the collector's `Retry-After` when longer. Default 5000.
+   */
   flushIntervalMs?: number;
   /** Log every event and send to the console. Default false. */
   debug?: boolean;
@@ -44,6 +48,8 @@ export function identify(userId: string, traits?: Properties): void;
 
 /**
  * Sends everything queued now. Resolves once the collector answered; a failed send keeps its
- * events for the next attempt and resolves too. Rejects when {@link init} was not called.
+ * events (in `localStorage`) for the next attempt and resolves too. While a retry delay runs
+ * (backoff or `Retry-After`), sends nothing and resolves at once. Rejects when {@link init} was
+ * not called.
  */
 export function flush(): Promise<void>;

@@ -4,8 +4,16 @@
 pub const ORIGIN_URL: &str = "ORIGIN_URL";
 /// Shared HMAC secret for edge -> origin requests, a secret.
 pub const ORIGIN_SECRET: &str = "ORIGIN_SECRET";
-/// Salt of the visitor hash, a secret.
+/// Fixed salt of the visitor hash, a secret: only used without the `SALTS` Durable Object.
 pub const VISITOR_SALT: &str = "VISITOR_SALT";
+/// Default events-per-minute quota of a project whose key lookup names none, a plain var.
+pub const EVENTS_PER_MINUTE: &str = "EVENTS_PER_MINUTE";
+/// Test mode (`1`): honours the test-only `x-nexus-test-day` header. Never set in production.
+pub const NEXUS_TEST_MODE: &str = "NEXUS_TEST_MODE";
+/// Durable Object namespace of the daily visitor salts.
+pub const SALTS_BINDING: &str = "SALTS";
+/// Durable Object namespace of the per-project event quotas.
+pub const QUOTAS_BINDING: &str = "QUOTAS";
 /// Optional path prefix stripped before routing (`/nx`), a plain var.
 pub const PATH_PREFIX: &str = "PATH_PREFIX";
 
@@ -18,6 +26,9 @@ pub enum ConfigError {
     /// `ORIGIN_URL` is not an http(s) URL.
     #[error("binding ORIGIN_URL must start with http:// or https://")]
     InvalidOriginUrl,
+    /// A numeric var is not a whole number.
+    #[error("binding {0} must be a whole number")]
+    InvalidNumber(&'static str),
 }
 
 /// Everything the batch route needs from the environment.
@@ -27,8 +38,13 @@ pub struct Config {
     pub origin_url: String,
     /// HMAC secret shared with the origin.
     pub origin_secret: String,
-    /// Visitor-hash salt; `None` leaves events without a visitor hash (a warning is logged).
+    /// Fixed visitor-hash salt, the fallback without the `SALTS` object; `None` leaves events
+    /// without a visitor hash (a warning is logged).
     pub visitor_salt: Option<String>,
+    /// Default per-project quota in events per minute; `None`: no quota unless the key has one.
+    pub events_per_minute: Option<u64>,
+    /// Test mode: the `x-nexus-test-day` header moves the request's day.
+    pub test_mode: bool,
 }
 
 // Secrets must never reach a log line through a derived Debug.
@@ -38,6 +54,8 @@ impl std::fmt::Debug for Config {
             .field("origin_url", &self.origin_url)
             .field("origin_secret", &"<redacted>")
             .field("visitor_salt", &self.visitor_salt.as_ref().map(|_| "<redacted>"))
+            .field("events_per_minute", &self.events_per_minute)
+            .field("test_mode", &self.test_mode)
             .finish()
     }
 }
@@ -50,10 +68,16 @@ impl Config {
         if !(origin_url.starts_with("http://") || origin_url.starts_with("https://")) {
             return Err(ConfigError::InvalidOriginUrl);
         }
+        let events_per_minute = match get(EVENTS_PER_MINUTE) {
+            None => None,
+            Some(v) => Some(v.parse::<u64>().map_err(|_| ConfigError::InvalidNumber(EVENTS_PER_MINUTE))?),
+        };
         Ok(Config {
             origin_url: origin_url.trim_end_matches('/').to_owned(),
             origin_secret: get(ORIGIN_SECRET).ok_or(ConfigError::Missing(ORIGIN_SECRET))?,
             visitor_salt: get(VISITOR_SALT),
+            events_per_minute,
+            test_mode: crate::salt::test_mode(get(NEXUS_TEST_MODE).as_deref()),
         })
     }
 
@@ -95,6 +119,23 @@ mod tests {
         check(&[url], Err(ConfigError::Missing(ORIGIN_SECRET)));
         check(&[url, ("ORIGIN_SECRET", "")], Err(ConfigError::Missing(ORIGIN_SECRET)));
         check(&[("ORIGIN_URL", "o.test"), secret], Err(ConfigError::InvalidOriginUrl));
+        check(&[url, secret, ("EVENTS_PER_MINUTE", "many")], Err(ConfigError::InvalidNumber(EVENTS_PER_MINUTE)));
+        check(&[url, secret, ("EVENTS_PER_MINUTE", "-5")], Err(ConfigError::InvalidNumber(EVENTS_PER_MINUTE)));
+    }
+
+    #[test]
+    fn quota_and_test_mode() {
+        let read = |vars: &[(&str, &str)]| {
+            let base = [("ORIGIN_URL", "https://o.test"), ("ORIGIN_SECRET", "s")];
+            let c = Config::from_lookup(|name| {
+                base.iter().chain(vars).find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+            })
+            .unwrap();
+            (c.events_per_minute, c.test_mode)
+        };
+        assert_eq!(read(&[]), (None, false));
+        assert_eq!(read(&[("EVENTS_PER_MINUTE", " 6000 "), ("NEXUS_TEST_MODE", "1")]), (Some(6000), true));
+        assert_eq!(read(&[("EVENTS_PER_MINUTE", ""), ("NEXUS_TEST_MODE", "0")]), (None, false));
     }
 
     #[test]
@@ -114,6 +155,8 @@ mod tests {
             origin_url: "https://o.test".into(),
             origin_secret: "hunter2".into(),
             visitor_salt: Some("pepper".into()),
+            events_per_minute: None,
+            test_mode: false,
         };
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2") && !dbg.contains("pepper"), "{dbg}");

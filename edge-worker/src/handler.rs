@@ -9,23 +9,26 @@ use std::cell::RefCell;
 
 use futures_util::StreamExt;
 use protocol::envelope::{self, BatchResponse, EnvelopeError, ErrorBody};
-use protocol::forward::{enrich, EnrichedEvent, KeyLookupRequest, KeyLookupResponse, INGEST_PATH, KEY_LOOKUP_PATH};
+use protocol::forward::{enrich, EnrichedEvent, KeyLookupRequest, INGEST_PATH, KEY_LOOKUP_PATH};
 use protocol::limits::MAX_BATCH_BYTES;
 use protocol::signing::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use protocol::{EnvelopeCode, COMPRESSION_PARAM, KEY_HEADER, KEY_PARAM};
 use serde::Serialize;
 use worker::js_sys::{Date, Reflect};
 use worker::wasm_bindgen::JsValue;
-use worker::{console_error, console_warn, web_sys, Env, Fetch, Headers, Request, Response};
+use worker::{console_error, console_log, console_warn, web_sys, Env, Fetch, Headers, Request, Response};
 
-use crate::config::{self, Config, PATH_PREFIX};
+use crate::config::{self, Config, PATH_PREFIX, QUOTAS_BINDING, SALTS_BINDING};
 use crate::context::{self, RequestFacts};
 use crate::cors::{self, Verdict};
+use crate::durable::SaltAnswer;
 use crate::geo::{self, CfValue};
-use crate::keys::{self, KeyCache, KeyState};
+use crate::keys::{self, KeyCache, KeyState, KnownKey};
+use crate::limits::{self, Limit, QuotaAnswer, BINDING_PERIOD_SECS, IP_LIMITER, KEY_LIMITER};
 use crate::merge::{self, ChunkAnswer};
 use crate::outbound;
 use crate::routes::{self, Route};
+use crate::salt::{self, Day, SaltCache, TEST_DAY_HEADER};
 
 /// How long one origin request may take before the sender gets a retryable `upstream_error`.
 const ORIGIN_TIMEOUT_MS: u32 = 10_000;
@@ -33,7 +36,12 @@ const ORIGIN_TIMEOUT_MS: u32 = 10_000;
 thread_local! {
     /// Write-key answers, per isolate (see [`keys::KeyCache`] for the expiry rules).
     static KEYS: RefCell<KeyCache> = RefCell::new(KeyCache::default());
+    /// Today's visitor salt, per isolate (see [`salt::SaltCache`]).
+    static SALT: RefCell<SaltCache> = RefCell::new(SaltCache::default());
 }
+
+/// Name of the one `SaltStore` instance: one salt per day for the whole deployment.
+const SALT_OBJECT: &str = "visitor-salts";
 
 /// Why a request ended without a normal answer.
 enum Failure {
@@ -41,6 +49,9 @@ enum Failure {
     Envelope(EnvelopeError),
     /// Our bug or misconfiguration: logged in full, answered as a bare 500 `internal`.
     Internal(String),
+    /// A rate limit or the quota refused the request: 429 `rate_limited` with `Retry-After`
+    /// (seconds), counted in the logs with the events it held back.
+    Limited { limit: Limit, retry_after_secs: u32, events: usize },
 }
 
 impl From<EnvelopeError> for Failure {
@@ -78,7 +89,7 @@ async fn handle(req: Request, env: &Env) -> Result<Response, Failure> {
             resp.headers_mut().set("allow", allow)?;
             Ok(resp)
         }
-        Route::Batch => post_batch(req, &load_config(env)?, &url).await,
+        Route::Batch => post_batch(req, env, &load_config(env)?, &url).await,
         Route::BatchPreflight => preflight(&req, &load_config(env)?, &url).await,
     }
 }
@@ -93,15 +104,16 @@ struct KeySlot {
     /// A lookup was made (successful or not): do not repeat it for the CORS decision.
     attempted: bool,
     /// The key's project, when the key exists (revoked or not).
-    project: Option<KeyLookupResponse>,
+    project: Option<KnownKey>,
 }
 
 /// `POST /v1/batch`: the answer of [`ingest`], with CORS headers for an allowed origin.
-async fn post_batch(mut req: Request, cfg: &Config, url: &str) -> Result<Response, Failure> {
+async fn post_batch(mut req: Request, env: &Env, cfg: &Config, url: &str) -> Result<Response, Failure> {
     let origin = header(&req, "origin");
     let key = write_key(url, &req);
     let mut slot = KeySlot::default();
-    let outcome = ingest(&mut req, cfg, url, key.as_deref(), &mut slot).await;
+    let outcome = ingest(&mut req, env, cfg, url, key.as_deref(), &mut slot).await;
+    let ip_limited = matches!(outcome, Err(Failure::Limited { limit: Limit::Ip, .. }));
     let mut resp = match outcome {
         Ok(resp) => resp,
         Err(failure) => failure_response(failure)?,
@@ -111,12 +123,15 @@ async fn post_batch(mut req: Request, cfg: &Config, url: &str) -> Result<Respons
     };
     if !slot.attempted {
         // Refused before the key was looked at (415, ...): an allowed origin must still be able
-        // to read why, or the SDK would see a network error and retry a hopeless request.
-        if let Ok(KeyState::Known(p)) = resolve_key(cfg, &key).await {
+        // to read why, or the SDK would see a network error and retry a hopeless request. A
+        // sender over its IP limit gets only what the cache knows: its flood of made-up keys
+        // must not turn into origin lookups.
+        let state = if ip_limited { Ok(cached_key(&key)) } else { resolve_key(cfg, &key).await };
+        if let Ok(KeyState::Known(p)) = state {
             slot.project = Some(p);
         }
     }
-    if let Some(Verdict::Allowed(o)) = slot.project.as_ref().map(|p| cors::verdict(Some(&origin), p)) {
+    if let Some(Verdict::Allowed(o)) = slot.project.as_ref().map(|p| cors::verdict(Some(&origin), &p.project)) {
         set_headers(&mut resp, &cors::response_headers(&o))?;
     }
     Ok(resp)
@@ -125,12 +140,19 @@ async fn post_batch(mut req: Request, cfg: &Config, url: &str) -> Result<Respons
 /// The batch pipeline, checks in protocol order; see the crate docs.
 async fn ingest(
     req: &mut Request,
+    env: &Env,
     cfg: &Config,
     url: &str,
     key: Option<&str>,
     slot: &mut KeySlot,
 ) -> Result<Response, Failure> {
     let received_at = context::time_from_millis(Date::now());
+    let cf_ip = header(req, "cf-connecting-ip");
+    let forwarded_for = header(req, "x-forwarded-for");
+    let ip = context::client_ip(cf_ip.as_deref(), forwarded_for.as_deref()).to_owned();
+    // First, before any other work: a flood from one address costs one binding call each.
+    // The binding is Cloudflare's own counter at the edge: the IP goes nowhere else.
+    rate_limit(env, Limit::Ip, &ip).await?;
     let key = key.ok_or_else(|| {
         EnvelopeError::new(
             EnvelopeCode::MissingKey,
@@ -145,10 +167,13 @@ async fn ingest(
     if let KeyState::Known(p) = &state {
         slot.project = Some(p.clone());
     }
-    let project = keys::check_key(&state)?;
+    let known = keys::check_key(&state)?;
+    let project = &known.project;
     if cors::verdict(header(req, "origin").as_deref(), project) == Verdict::Refused {
         return Err(origin_not_allowed().into());
     }
+    // Only known keys get a bucket: random keys cannot fill the limiter's memory.
+    rate_limit(env, Limit::Key, key).await?;
 
     let declared = header(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BATCH_BYTES as u64) {
@@ -158,32 +183,31 @@ async fn ingest(
     let body = envelope::decode_body(&raw, gzip, MAX_BATCH_BYTES)?;
     drop(raw);
     let parsed = envelope::parse_batch(&body)?;
+    let valid = parsed.events.iter().filter(|e| e.is_ok()).count();
+    let edge_rejected = parsed.rejected();
+    log_rejections(&edge_rejected);
+    if let Some(quota) = limits::effective_quota(known.events_per_minute, cfg.events_per_minute) {
+        take_quota(env, project.project_id, valid, quota).await?;
+    }
 
     let cf = cf_object(req);
     let lookup = |path: &str| cf_value(cf.as_ref(), path);
     let user_agent = header(req, "user-agent");
-    let cf_ip = header(req, "cf-connecting-ip");
-    let forwarded_for = header(req, "x-forwarded-for");
-    // VISITOR_SALT is a fixed secret for now. A later issue moves the salt into a Durable Object
-    // that makes a random salt every day and deletes the old one, so that hashes cannot be
-    // linked across days or reversed by trying every IPv4 address with a leaked salt.
-    if cfg.visitor_salt.is_none() {
-        console_warn!("VISITOR_SALT is not set: events are forwarded without a visitor hash");
-    }
+    let day = salt::request_day(Date::now(), cfg.test_mode, header(req, TEST_DAY_HEADER).as_deref());
+    let salt = visitor_salt(env, cfg, day).await;
     let ctx = context::request_context(RequestFacts {
         received_at,
         sent_at: parsed.sent_at,
         geo: geo::geo_from_cf(lookup),
         user_agent: user_agent.as_deref(),
-        ip: context::client_ip(cf_ip.as_deref(), forwarded_for.as_deref()),
+        ip: &ip,
         project_id: project.project_id,
-        salt: cfg.visitor_salt.as_deref().map(str::as_bytes),
+        salt: salt.as_deref().map(str::as_bytes),
         bot_score: geo::bot_score(lookup),
     });
-    // The IP headers end here; nothing below can reach them.
-    drop((cf_ip, forwarded_for));
+    // The IP ends here; nothing below can reach it.
+    drop((ip, cf_ip, forwarded_for));
 
-    let edge_rejected = parsed.rejected();
     let forwarded = merge::forwarded_indexes(&parsed.events);
     let events: Vec<EnrichedEvent> =
         parsed.events.into_iter().filter_map(Result::ok).map(|e| enrich(e, &ctx)).collect();
@@ -220,8 +244,8 @@ async fn preflight(req: &Request, cfg: &Config, url: &str) -> Result<Response, F
         EnvelopeError::new(EnvelopeCode::MissingKey, format!("a preflight needs the write key in ?{KEY_PARAM}="))
     })?;
     let state = resolve_key(cfg, key.trim()).await?;
-    let project = keys::check_key(&state)?;
-    match cors::verdict(header(req, "origin").as_deref(), project) {
+    let known = keys::check_key(&state)?;
+    match cors::verdict(header(req, "origin").as_deref(), &known.project) {
         Verdict::Allowed(origin) => {
             let mut resp = Response::empty()?.with_status(204);
             set_headers(&mut resp, &cors::preflight_headers(&origin))?;
@@ -229,6 +253,12 @@ async fn preflight(req: &Request, cfg: &Config, url: &str) -> Result<Response, F
         }
         Verdict::NotCors | Verdict::Refused => Err(origin_not_allowed().into()),
     }
+}
+
+/// The key's state if the isolate cache has it (never asks the origin).
+fn cached_key(key: &str) -> KeyState {
+    let now_ms = Date::now().max(0.0) as u64;
+    KEYS.with(|c| c.borrow().get(key, now_ms).cloned()).unwrap_or(KeyState::Unknown)
 }
 
 /// The key's state: from the isolate cache, else from the origin (then cached).
@@ -401,6 +431,127 @@ fn failure_response(failure: Failure) -> worker::Result<Response> {
             console_error!("internal error: {detail}");
             let e = EnvelopeError::new(EnvelopeCode::Internal, "internal error");
             json_response(e.code.status(), &e.body())
+        }
+        Failure::Limited { limit, retry_after_secs, events } => {
+            log_drop(limit.reason(), events);
+            let message = match limit {
+                Limit::Quota => "the project's events-per-minute quota is used up",
+                Limit::Ip | Limit::Key => "too many requests",
+            };
+            let e = EnvelopeError::new(EnvelopeCode::RateLimited, message);
+            let mut resp = json_response(e.code.status(), &e.body())?;
+            resp.headers_mut().set("retry-after", &retry_after_secs.to_string())?;
+            Ok(resp)
+        }
+    }
+}
+
+/// One structured log line per dropped request or events: `{"event": "drop", "reason", "events"}`
+/// (Workers Logs can count and chart these by reason).
+fn log_drop(reason: &str, events: usize) {
+    console_log!("{}", serde_json::json!({ "event": "drop", "reason": reason, "events": events }));
+}
+
+/// Counts the events the edge refused, one line per batch with the count of each code.
+fn log_rejections(rejected: &[envelope::Rejected]) {
+    if rejected.is_empty() {
+        return;
+    }
+    let mut counts = serde_json::Map::new();
+    for r in rejected {
+        let n = counts.get(r.code.as_str()).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        counts.insert(r.code.as_str().to_owned(), (n + 1).into());
+    }
+    console_log!(
+        "{}",
+        serde_json::json!({ "event": "drop", "reason": "rejected", "events": rejected.len(), "codes": counts })
+    );
+}
+
+/// Asks a rate-limit binding about `key`. A missing binding (local development without it) or
+/// a failing one lets the request through: a limiter outage must not drop events.
+async fn rate_limit(env: &Env, limit: Limit, key: &str) -> Result<(), Failure> {
+    let binding = match limit {
+        Limit::Ip => IP_LIMITER,
+        Limit::Key => KEY_LIMITER,
+        Limit::Quota => return Ok(()),
+    };
+    let Ok(limiter) = env.rate_limiter(binding) else {
+        return Ok(());
+    };
+    match limiter.limit(key.to_owned()).await {
+        Ok(outcome) if !outcome.success => {
+            Err(Failure::Limited { limit, retry_after_secs: BINDING_PERIOD_SECS, events: 0 })
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            console_error!("rate limiter {binding} failed: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// Counts `events` against the project's quota in its `ProjectQuota` object. Without the
+/// binding, or when the object fails, the batch goes through (logged): the quota protects the
+/// origin from one project's flood, it must not lose events when it is itself unwell.
+async fn take_quota(env: &Env, project_id: i64, events: usize, quota: u64) -> Result<(), Failure> {
+    if events == 0 {
+        return Ok(());
+    }
+    let Ok(namespace) = env.durable_object(QUOTAS_BINDING) else {
+        return Ok(());
+    };
+    let answer: worker::Result<QuotaAnswer> = async {
+        let stub = namespace.id_from_name(&format!("project:{project_id}"))?.get_stub()?;
+        let mut resp = stub.fetch_with_str(&format!("https://quota/take?events={events}&limit={quota}")).await?;
+        let text = resp.text().await?;
+        serde_json::from_str::<QuotaAnswer>(&text).map_err(|e| worker::Error::RustError(e.to_string()))
+    }
+    .await;
+    match answer {
+        Ok(a) if !a.allowed => {
+            Err(Failure::Limited { limit: Limit::Quota, retry_after_secs: a.retry_after_secs, events })
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            console_error!("quota object failed, batch let through: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// The visitor salt of `day`: from the isolate cache, else from the `SaltStore` object; without
+/// that binding, the fixed `VISITOR_SALT` (local development). `None` (logged) forwards the
+/// events without a visitor hash rather than refusing them.
+async fn visitor_salt(env: &Env, cfg: &Config, day: Day) -> Option<String> {
+    if let Some(s) = SALT.with(|c| c.borrow().get(day).map(str::to_owned)) {
+        return Some(s);
+    }
+    let Ok(namespace) = env.durable_object(SALTS_BINDING) else {
+        if cfg.visitor_salt.is_none() {
+            console_warn!("neither the SALTS object nor VISITOR_SALT is set: events carry no visitor hash");
+        }
+        return cfg.visitor_salt.clone();
+    };
+    let answer: worker::Result<SaltAnswer> = async {
+        let stub = namespace.id_from_name(SALT_OBJECT)?.get_stub()?;
+        let mut resp = stub.fetch_with_str(&format!("https://salts/salt?day={}", day.0)).await?;
+        let text = resp.text().await?;
+        serde_json::from_str::<SaltAnswer>(&text).map_err(|e| worker::Error::RustError(e.to_string()))
+    }
+    .await;
+    match answer {
+        Ok(a) if a.day == day.0 && salt::valid_salt(&a.salt) => {
+            SALT.with(|c| c.borrow_mut().set(day, a.salt.clone()));
+            Some(a.salt)
+        }
+        Ok(_) => {
+            console_error!("salt object answered an invalid salt, events go without a visitor hash");
+            None
+        }
+        Err(e) => {
+            console_error!("salt object failed, events go without a visitor hash: {e}");
+            None
         }
     }
 }

@@ -29,9 +29,27 @@ pub fn plausible_key(key: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyState {
     /// The key exists (it may be revoked).
-    Known(KeyLookupResponse),
+    Known(KnownKey),
     /// No such key.
     Unknown,
+}
+
+/// A key the origin knows: its project, and the project's quota when the origin sets one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownKey {
+    /// The lookup answer (project, revocation, allowed origins).
+    pub project: KeyLookupResponse,
+    /// Events per minute the project may send (`events_per_minute` in the lookup answer, an
+    /// optional field the protocol type does not carry); `None`: the worker's default.
+    pub events_per_minute: Option<u64>,
+}
+
+/// The optional quota field of a lookup answer, read on its own so that an origin without it
+/// (or with a malformed one) still resolves keys.
+#[derive(serde::Deserialize)]
+struct QuotaField {
+    #[serde(default)]
+    events_per_minute: Option<u64>,
 }
 
 /// Why a key lookup gave no usable answer (the sender gets a retryable `upstream_error`).
@@ -52,7 +70,9 @@ pub enum LookupError {
 pub fn interpret_lookup(status: u16, body: &[u8]) -> Result<KeyState, LookupError> {
     match status {
         200 => {
-            serde_json::from_slice::<KeyLookupResponse>(body).map(KeyState::Known).map_err(|_| LookupError::InvalidBody)
+            let project = serde_json::from_slice::<KeyLookupResponse>(body).map_err(|_| LookupError::InvalidBody)?;
+            let events_per_minute = serde_json::from_slice::<QuotaField>(body).ok().and_then(|q| q.events_per_minute);
+            Ok(KeyState::Known(KnownKey { project, events_per_minute }))
         }
         401 | 404 => match serde_json::from_slice::<ErrorBody>(body) {
             Ok(b) if b.error.code == EnvelopeCode::InvalidKey => Ok(KeyState::Unknown),
@@ -63,10 +83,10 @@ pub fn interpret_lookup(status: u16, body: &[u8]) -> Result<KeyState, LookupErro
 }
 
 /// The project of a usable key, or the envelope error to answer.
-pub fn check_key(state: &KeyState) -> Result<&KeyLookupResponse, EnvelopeError> {
+pub fn check_key(state: &KeyState) -> Result<&KnownKey, EnvelopeError> {
     match state {
         KeyState::Unknown => Err(EnvelopeError::new(EnvelopeCode::InvalidKey, "the write key is not known")),
-        KeyState::Known(k) if k.revoked => {
+        KeyState::Known(k) if k.project.revoked => {
             Err(EnvelopeError::new(EnvelopeCode::RevokedKey, "the write key was revoked"))
         }
         KeyState::Known(k) => Ok(k),
@@ -135,7 +155,8 @@ mod tests {
     use super::*;
 
     fn known(revoked: bool) -> KeyState {
-        KeyState::Known(KeyLookupResponse { project_id: 7, revoked, allowed_origins: vec![] })
+        let project = KeyLookupResponse { project_id: 7, revoked, allowed_origins: vec![] };
+        KeyState::Known(KnownKey { project, events_per_minute: None })
     }
 
     fn check(status: u16, body: &str, expected: Result<KeyState, LookupError>) {
@@ -149,6 +170,25 @@ mod tests {
         let bad_sig = r#"{"error": {"code": "invalid_signature", "message": "no"}}"#;
         check(200, ok, Ok(known(false)));
         check(200, r#"{"project_id": 7, "revoked": true, "allowed_origins": []}"#, Ok(known(true)));
+        let with_quota = KeyState::Known(KnownKey {
+            project: KeyLookupResponse { project_id: 7, revoked: false, allowed_origins: vec![] },
+            events_per_minute: Some(5000),
+        });
+        check(
+            200,
+            r#"{"project_id": 7, "revoked": false, "allowed_origins": [], "events_per_minute": 5000}"#,
+            Ok(with_quota),
+        );
+        check(
+            200,
+            r#"{"project_id": 7, "revoked": false, "allowed_origins": [], "events_per_minute": -1}"#,
+            Ok(known(false)),
+        );
+        check(
+            200,
+            r#"{"project_id": 7, "revoked": false, "allowed_origins": [], "events_per_minute": null}"#,
+            Ok(known(false)),
+        );
         check(200, "{}", Err(LookupError::InvalidBody));
         check(200, "<html>", Err(LookupError::InvalidBody));
         check(404, invalid, Ok(KeyState::Unknown));
@@ -179,7 +219,7 @@ mod tests {
     fn key_verdicts() {
         assert_eq!(check_key(&KeyState::Unknown).unwrap_err().code, EnvelopeCode::InvalidKey);
         assert_eq!(check_key(&known(true)).unwrap_err().code, EnvelopeCode::RevokedKey);
-        assert_eq!(check_key(&known(false)).unwrap().project_id, 7);
+        assert_eq!(check_key(&known(false)).unwrap().project.project_id, 7);
     }
 
     #[test]

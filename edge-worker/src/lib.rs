@@ -6,7 +6,10 @@
 //! valid events to the origin over a signed request. The client gets one answer that lists the
 //! refused events by their index in its batch. See `edge-worker/README.md` for configuration.
 //!
-//! Everything but `handler` (and the entry point below) is plain Rust that compiles and tests
+//! Daily visitor salts and per-project quotas live in two Durable Objects (`durable`); the
+//! per-IP and per-key limits use Cloudflare's rate-limit binding.
+//!
+//! Everything but `handler`, `durable` (and the entry point below) is plain Rust that compiles and tests
 //! natively; the workers-rs glue only exists on `wasm32`.
 
 pub mod config;
@@ -14,10 +17,14 @@ pub mod context;
 pub mod cors;
 pub mod geo;
 pub mod keys;
+pub mod limits;
 pub mod merge;
 pub mod outbound;
 pub mod routes;
+pub mod salt;
 
+#[cfg(target_arch = "wasm32")]
+pub mod durable;
 #[cfg(target_arch = "wasm32")]
 mod handler;
 

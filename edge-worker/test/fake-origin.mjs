@@ -10,6 +10,10 @@ export const KEYS = {
   wk_open: { project_id: 43, revoked: false, allowed_origins: [] },
   wk_cached: { project_id: 44, revoked: false, allowed_origins: [] },
   wk_revoked: { project_id: 45, revoked: true, allowed_origins: ['https://shop.example'] },
+  // A project with its own quota (the lookup's optional events_per_minute).
+  wk_quota: { project_id: 46, revoked: false, allowed_origins: [], events_per_minute: 1500 },
+  wk_limits: { project_id: 47, revoked: false, allowed_origins: ['https://shop.example'] },
+  wk_spare: { project_id: 48, revoked: false, allowed_origins: [] },
 };
 
 /** Events with this name are refused by the fake origin (to test index remapping). */

@@ -14,6 +14,37 @@ const inBrowser = typeof window !== 'undefined' && typeof WebAssembly !== 'undef
 // A page whose wasm never loads (blocked, offline) must not grow without bound.
 const MAX_PENDING = 1000;
 
+// One queue per tab, so that tabs never send the same event twice: the core stores this tab's
+// queue under `nexus_queue:<tab>` and only this tab sends it, while the tab holds a Web Lock of
+// that name for its whole life. A queue whose lock is free belongs to a tab that is gone (closed,
+// reloaded, crashed: the browser releases its locks); a live tab takes it over under that lock,
+// so two tabs never both take the same one. Without Web Locks (old browsers) every tab uses the
+// one `nexus_queue` key, loaded at init: a duplicate is then possible, and harmless, as the
+// collector drops a repeated id.
+const QUEUE = 'nexus_queue';
+const locks = inBrowser ? navigator.locks : undefined;
+const tab = locks ? `${Date.now().toString(36)}${Math.random().toString(36).slice(2)}` : undefined;
+let owner = false;
+
+/** Takes over the queues of tabs that are gone (see above). */
+function adoptOrphans() {
+  try {
+    for (let i = 0; i < localStorage.length; i++) {
+      const key = localStorage.key(i);
+      if (key !== `${QUEUE}:${tab}` && (key === QUEUE || key?.startsWith(`${QUEUE}:`))) {
+        locks.request(key, { ifAvailable: true }, (lock) => {
+          const saved = lock && localStorage.getItem(key);
+          // Stored as ours first, then removed: a crash in between duplicates, never loses.
+          if (saved) core.adopt(saved);
+          if (lock) localStorage.removeItem(key);
+        });
+      }
+    }
+  } catch {
+    // Storage blocked (private mode, a sandboxed frame): there is nothing to adopt.
+  }
+}
+
 /** @type {Array<{ name: string, args: unknown[], resolve?: (v?: unknown) => void, reject?: (e: unknown) => void }>} */
 let pending = [];
 let ready = false;
@@ -48,6 +79,20 @@ function replay({ name, args, resolve, reject }) {
   try {
     if (name === 'flush') {
       core.flush(resolve);
+      return;
+    }
+    if (name === 'init' && locks) {
+      core.init(args[0], tab); // throws on bad options: then nothing is held
+      if (!owner) {
+        owner = true;
+        // Held until the page is gone: the promise never settles. Requested before any event
+        // is stored under the key, so no other tab can find the key with a free lock.
+        locks.request(`${QUEUE}:${tab}`, () => new Promise(() => {}));
+        adoptOrphans();
+        // A tab closed while this one lived is taken over when the user comes back here.
+        document.addEventListener('visibilitychange', () => document.visibilityState === 'visible' && adoptOrphans());
+      }
+      resolve?.();
       return;
     }
     // @ts-ignore: the four remaining names are functions of the core with these arguments

@@ -49,20 +49,22 @@ function listen(server) {
 /**
  * Starts the site and the collector.
  * @param {object} options
- * @param {number[]} [options.statuses] statuses for successive batch requests (then 200)
+ * @param {Array<number | { status: number, retryAfter?: number }>} [options.statuses] answers to
+ *   successive batch requests (then 200); `retryAfter` (seconds) adds a `Retry-After` header
  * @param {number} [options.wasmDelayMs] delay before serving the .wasm (to test calls made before load)
  * @param {Record<string, string>} [options.pages] extra pages: path -> HTML; `COLLECTOR` in it is replaced
  */
 export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {} } = {}) {
   const script = [...statuses];
-  /** Every POST to /v1/batch: { status, key, contentType, mode, body, ids } */
+  /** Every POST to /v1/batch: { status, key, contentType, mode, body, ids, at } */
   const requests = [];
   /** Every OPTIONS request: a preflight the SDK should never cause. */
   const preflights = [];
   let collectorOrigin = '';
 
   const collector = http.createServer((req, res) => {
-    const cors = { 'access-control-allow-origin': '*' };
+    // Retry-After is not a CORS-safelisted response header: the collector must expose it.
+    const cors = { 'access-control-allow-origin': '*', 'access-control-expose-headers': 'retry-after' };
     if (req.method === 'OPTIONS') {
       preflights.push(req.url);
       res.writeHead(204, { ...cors, 'access-control-allow-methods': 'POST', 'access-control-allow-headers': '*' });
@@ -85,7 +87,8 @@ export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {} 
       } catch {
         body = { unparsable: text };
       }
-      const status = script.length ? script.shift() : 200;
+      const next = script.length ? script.shift() : 200;
+      const { status, retryAfter } = typeof next === 'number' ? { status: next } : next;
       const events = Array.isArray(body.batch) ? body.batch : [];
       requests.push({
         status,
@@ -95,12 +98,15 @@ export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {} 
         mode: req.headers['sec-fetch-mode'],
         body,
         ids: events.map((e) => e.id),
+        at: Date.now(),
       });
       const answer =
         status === 200
           ? { accepted: events.length, rejected: [] }
           : { error: { code: status >= 500 ? 'unavailable' : 'malformed_json', message: 'scripted answer' } };
-      res.writeHead(status, { ...cors, 'content-type': 'application/json' });
+      const headers = { ...cors, 'content-type': 'application/json' };
+      if (retryAfter !== undefined) headers['retry-after'] = String(retryAfter);
+      res.writeHead(status, headers);
       res.end(JSON.stringify(answer));
     });
   });
@@ -141,6 +147,10 @@ export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {} 
     collectorOrigin,
     requests,
     preflights,
+    /** Distinct ids of the events the collector accepted: what a collector that dedups keeps. */
+    acceptedIds() {
+      return new Set(requests.filter((r) => r.status === 200).flatMap((r) => r.ids));
+    },
     /** Events the collector accepted (answered 200), in arrival order. */
     accepted() {
       return requests.filter((r) => r.status === 200).flatMap((r) => r.body.batch ?? []);

@@ -1,5 +1,6 @@
 // The npm package in headless Chromium against a fake collector: what leaves the page when it
-// is closed, retries, and calls made before the wasm has loaded.
+// is closed, calls made before the wasm has loaded, errors, the demo (retries and the persisted
+// queue are in delivery.test.mjs).
 // Needs the built package (`cargo xtask build-sdk`); run with `node --test npm/test/*.test.mjs`.
 
 import assert from 'node:assert/strict';
@@ -95,57 +96,6 @@ describe('@nexus-analytics/browser', () => {
     }
   });
   }
-
-  test('a collector answering 503 then 200 gets every event exactly once, same ids', async () => {
-    const servers = await startServers({
-      statuses: [503],
-      pages: { '/retry.html': testPage({ flushAt: 100, flushIntervalMs: 250 }) },
-    });
-    try {
-      const { page, context, errors } = await open(`${servers.siteOrigin}/retry.html`);
-      await page.evaluate(() => window.nexusReady);
-      await page.evaluate(() => {
-        for (const n of [1, 2, 3]) window.nexus.track(`step_${n}`, { n });
-      });
-      // The interval sends, gets 503, keeps the events, and sends them again on a later tick.
-      await waitFor(() => servers.accepted().length >= 3, 5000, 'the retried batch');
-      await sleep(600); // more ticks: nothing may be sent again
-      const [failed, ...rest] = servers.requests;
-      assert.equal(failed.status, 503);
-      assert.equal(failed.ids.length, 3);
-      const accepted = servers.accepted();
-      assert.equal(accepted.length, 3, 'each event accepted once');
-      assert.deepEqual(accepted.map((e) => e.id), failed.ids, 'the retry kept the ids');
-      assert.deepEqual(accepted.map((e) => e.name), ['step_1', 'step_2', 'step_3']);
-      assert.deepEqual(rest.map((r) => r.status), [200]);
-      assert.deepEqual(servers.requests.map((r) => r.mode), ['cors', 'cors'], 'sent by fetch');
-      assert.deepEqual(errors, []);
-      await context.close();
-    } finally {
-      await servers.close();
-    }
-  });
-
-  test('a 400 is never retried', async () => {
-    const servers = await startServers({
-      statuses: [400],
-      pages: { '/refused.html': testPage({ flushAt: 100, flushIntervalMs: 100 }) },
-    });
-    try {
-      const { page, context } = await open(`${servers.siteOrigin}/refused.html`);
-      await page.evaluate(() => window.nexusReady);
-      await page.evaluate(async () => {
-        window.nexus.track('refused_event');
-        await window.nexus.flush();
-        await window.nexus.flush();
-      });
-      await sleep(500); // several intervals
-      assert.deepEqual(servers.requests.map((r) => r.status), [400]);
-      await context.close();
-    } finally {
-      await servers.close();
-    }
-  });
 
   test('calls made before the wasm has loaded are replayed in order, with their own time', async () => {
     const calls = `

@@ -206,7 +206,8 @@ async fn main() -> anyhow::Result<()> {
     // 2xx -> visible to a query, one event at a time.
     let mut visible = Vec::new();
     for i in 0..200 {
-        let ev = realistic_event(i, &chrono::Utc::now().to_rfc3339());
+        let sent = chrono::Utc::now();
+        let ev = realistic_event(i, &sent.to_rfc3339());
         let id: uuid::Uuid = ev["id"].as_str().unwrap().parse()?;
         let res = http
             .post(format!("{base}/v1/batch?key={}", project.write_key))
@@ -218,7 +219,12 @@ async fn main() -> anyhow::Result<()> {
         let acked = Instant::now();
         loop {
             let found = client
-                .query_opt("SELECT 1 FROM events WHERE project_id = $1 AND event_id = $2", &[&project.project_id, &id])
+                // The time range lets the (project_id, timestamp) index find it, as a real query would.
+                .query_opt(
+                    "SELECT 1 FROM events WHERE project_id = $1 AND \"timestamp\" >= $3 - interval '1 minute'
+                       AND event_id = $2",
+                    &[&project.project_id, &id, &sent],
+                )
                 .await?
                 .is_some();
             if found {

@@ -1,9 +1,17 @@
-//! The batching queue and its send/retry rules, independent of the browser.
+//! The batching queue, its persistence and its send/retry rules, independent of the browser.
 //!
 //! Events enter as finished JSON text (built in the browser by `JSON.stringify`), so the queue
-//! never parses or re-serialises them: an event keeps its `id` byte for byte across retries, and
-//! the server's dedup on that id makes a retried batch harmless. The network and the clock are
-//! the [`Transport`] and [`Clock`] traits: native unit tests drive everything below with fakes.
+//! never parses or re-serialises them: an event keeps its `id` byte for byte across retries and
+//! page loads, and the server's dedup on that id makes a resend harmless. The network, the clock
+//! (with the randomness for jitter) and the storage are the [`Transport`], [`Clock`] and
+//! [`Storage`] traits: native unit tests drive everything below with fakes.
+//!
+//! Delivery is at-least-once. Events stay in the queue, and in storage, until a request that
+//! carried them is acknowledged with a 2xx. A beacon gets no answer, so beaconed events stay
+//! stored too, and are forgotten only when a fetch taken *after* the beacon is acknowledged
+//! (the collector was reachable then, and took the beacon first); a page that never sends
+//! again leaves them for the next page load, which resends them. A duplicate is possible only
+//! after an unacknowledged beacon, and the collector drops it by id.
 //!
 //! Sending is callback-based rather than `async`: a Rust executor in the wasm
 //! (wasm-bindgen-futures) costs about 2 KiB gzipped, a tenth of the budget, for one loop.
@@ -15,18 +23,30 @@ use std::rc::Rc;
 use protocol::limits::{MAX_BATCH_BYTES, MAX_EVENTS_PER_BATCH};
 use protocol::retry::should_retry;
 
+pub use crate::identity::Storage;
 use crate::wire::rfc3339_ms;
 
 /// Largest body handed to `navigator.sendBeacon` or to a `keepalive` fetch. Browsers cap the
 /// bytes of all such requests in flight at 64 KiB per page; the margin leaves room for others.
 pub const BEACON_MAX_BYTES: usize = 60 * 1024;
 
+/// `localStorage` key of the persisted queue: the events' JSON, one per line (`JSON.stringify`
+/// never writes a raw newline, so a line is always one whole event).
+pub const QUEUE_KEY: &str = "nexus_queue";
+
+/// Longest wait between retries, and the most of a `Retry-After` the SDK honours (a larger one
+/// is more likely a misconfiguration than a plan, and the events would wait in storage anyway).
+pub const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
+
 /// What became of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The server answered with this HTTP status.
     Status(u16),
-    /// No answer: offline, DNS, CORS, aborted. Always worth retrying.
+    /// A retryable status (429, 503, ...) with `Retry-After`, in milliseconds.
+    Later(u64),
+    /// No answer: offline, DNS, CORS, aborted. Always worth retrying, and never counted as an
+    /// attempt: an offline period may last for days, and the queue's bounds cap what waits.
     Network,
 }
 
@@ -38,7 +58,7 @@ impl Outcome {
     fn retryable(self) -> bool {
         match self {
             Outcome::Status(status) => should_retry(status),
-            Outcome::Network => true,
+            Outcome::Later(_) | Outcome::Network => true,
         }
     }
 }
@@ -52,20 +72,34 @@ pub trait Transport {
     fn beacon(&self, body: &str) -> bool;
 }
 
-/// The wall clock, in Unix milliseconds.
+/// The sources of nondeterminism the queue needs: time, and chance for retry jitter.
 pub trait Clock {
     /// Now, in Unix milliseconds.
     fn now_ms(&self) -> u64;
+    /// A uniformly random `u32`.
+    fn random(&self) -> u32;
+}
+
+/// The delay before retry number `failures` (1 for the first): "full jitter", uniform in
+/// `0..=min(cap, base * 2^(failures-1))`, with `random` as the uniform draw.
+///
+/// Full jitter rather than a fixed doubling: when a collector comes back after an outage, the
+/// pages that waited retry spread over the whole window instead of all at once.
+pub fn backoff_ms(failures: u32, base: u64, cap: u64, random: u32) -> u64 {
+    // At most 2^31 ms (24 days), so `ceiling * (random + 1)` stays below 2^63: no u128
+    // arithmetic (a compiler-builtins routine) in the wasm.
+    let ceiling = base.saturating_mul(1 << failures.saturating_sub(1).min(31)).min(cap).min(1 << 31);
+    (ceiling * (u64::from(random) + 1)) >> 32
 }
 
 /// Why the queue gave up on events. A drop is an outcome, counted, never an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// The queue was full; the oldest event made room for a new one.
+    /// The queue was full (count or bytes); the oldest event made room for a new one.
     QueueFull,
     /// The server refused the batch with a 4xx other than 408/429: resending cannot help.
     Refused,
-    /// Still failing after [`Config::max_attempts`] retryable failures.
+    /// Still failing after [`Config::max_attempts`] retryable answers.
     Exhausted,
 }
 
@@ -89,6 +123,11 @@ impl Drops {
         };
         *slot = slot.saturating_add(n);
     }
+
+    /// All drops, whatever the reason.
+    pub fn total(&self) -> u32 {
+        self.queue_full.saturating_add(self.refused).saturating_add(self.exhausted)
+    }
 }
 
 /// Queue settings.
@@ -96,45 +135,53 @@ impl Drops {
 pub struct Config {
     /// Send as soon as this many events wait.
     pub flush_at: usize,
-    /// Most events kept in memory; beyond it the oldest are dropped.
+    /// Most events kept; beyond it the oldest are dropped.
     pub max_queued: usize,
-    /// Attempts per event before it is dropped (the first send counts).
+    /// Most bytes of event JSON kept; beyond it the oldest are dropped. Keeps the stored queue
+    /// well inside `localStorage`'s 5 MB per origin, which the page's own data shares.
+    pub max_bytes: usize,
+    /// Answers of a retryable status an event may get before it is dropped.
     pub max_attempts: u8,
-    /// After a retryable failure, reaching `flush_at` does not send again before this delay;
-    /// the periodic flush and an explicit `flush()` still do. Stops a tight retry loop when a
-    /// busy page keeps filling the queue while the collector is down.
-    pub retry_delay_ms: u64,
+    /// The first retry waits up to this long; each failure in a row doubles the window, up to
+    /// [`MAX_BACKOFF_MS`]. Until then nothing is sent, not even by an explicit flush.
+    pub retry_base_ms: u64,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { flush_at: 20, max_queued: 1000, max_attempts: 5, retry_delay_ms: 5000 }
+        Config { flush_at: 20, max_queued: 1000, max_bytes: 256 * 1024, max_attempts: 5, retry_base_ms: 5000 }
     }
 }
 
+/// One queued event. `flight` is 0 while it waits, else the number of the batch that carries
+/// it; `beaconed` marks a batch handed to `sendBeacon`, which never answers.
 #[derive(Debug)]
 struct Pending {
     json: String,
     attempts: u8,
+    flight: u32,
+    beaconed: bool,
 }
 
-/// Events taken out of the queue for one request; they come back through [`Queue::settle`].
+/// Events taken out of the queue for one request; their fate comes back through
+/// [`Queue::settle`]. They stay in the queue (and in storage) meanwhile, marked as in flight.
 #[derive(Debug)]
 pub struct Batch {
     /// The request body.
     pub body: String,
-    events: Vec<Pending>,
+    flight: u32,
+    len: usize,
 }
 
 impl Batch {
     /// Number of events in the batch.
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.len
     }
 
     /// True when the batch has no events (never the case for one made by [`Queue::take_batch`]).
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len == 0
     }
 }
 
@@ -143,36 +190,88 @@ impl Batch {
 pub enum Settled {
     /// The server took it (per-event rejections are final and not retried).
     Delivered(usize),
-    /// Put back at the front of the queue for a later attempt; some may have been dropped.
+    /// Back to waiting, in place, for a later attempt; some may have been dropped.
     Requeued(usize),
     /// Given up on.
     Dropped(usize, DropReason),
 }
 
-/// The in-memory queue of serialised events.
+/// The queue of serialised events, waiting or in flight, in the order they were tracked.
 #[derive(Debug)]
 pub struct Queue {
     config: Config,
     events: VecDeque<Pending>,
+    bytes: usize,
+    next_flight: u32,
+    failures: u32,
     retry_at: u64,
     delivered: u32,
     drops: Drops,
+    reported: u32,
 }
 
 impl Queue {
     /// An empty queue.
     pub fn new(config: Config) -> Queue {
-        Queue { config, events: VecDeque::new(), retry_at: 0, delivered: 0, drops: Drops::default() }
+        Queue {
+            config,
+            events: VecDeque::new(),
+            bytes: 0,
+            next_flight: 1,
+            failures: 0,
+            retry_at: 0,
+            delivered: 0,
+            drops: Drops::default(),
+            reported: 0,
+        }
     }
 
-    /// Events waiting (not counting those in flight).
+    /// Adds the events of a [`Queue::snapshot`] (an earlier page's), all waiting: in-flight and
+    /// beaconed ones included, since their answer never came. Lines that are not a JSON object
+    /// (a damaged value) are skipped: the server would refuse them.
+    pub fn load(&mut self, saved: &str) {
+        for line in saved.split('\n') {
+            if line.starts_with('{') && line.ends_with('}') {
+                self.add(line.to_owned());
+            }
+        }
+    }
+
+    /// Every event kept, waiting or in flight, one JSON text per line: what survives a reload.
+    pub fn snapshot(&self) -> String {
+        let mut out = String::with_capacity(self.bytes + self.events.len());
+        for (i, event) in self.events.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&event.json);
+        }
+        out
+    }
+
+    /// Events waiting to be sent (not counting those in flight or beaconed).
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.events.iter().filter(|e| e.flight == 0).count()
     }
 
     /// True when nothing waits.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len() == 0
+    }
+
+    /// Events kept in all, in flight and beaconed included.
+    pub fn kept(&self) -> usize {
+        self.events.len()
+    }
+
+    /// True when a send may start at `now`: something waits and no retry delay is running.
+    pub fn due(&self, now: u64) -> bool {
+        now >= self.retry_at && !self.is_empty()
+    }
+
+    /// Ends the retry delay (the browser says it is back online).
+    pub fn retry_now(&mut self) {
+        self.retry_at = 0;
     }
 
     /// Events the server took so far (beacons count when the browser accepted them).
@@ -185,99 +284,131 @@ impl Queue {
         self.drops
     }
 
+    /// Drops since the previous call: what the next event reports as `$dropped`.
+    pub fn unreported_drops(&mut self) -> u32 {
+        let total = self.drops.total();
+        let new = total.saturating_sub(self.reported);
+        self.reported = total;
+        new
+    }
+
     /// Adds one event; `true` when a flush is due (the queue reached `flush_at` and no retry
     /// delay is running).
     pub fn push(&mut self, json: String, now: u64) -> bool {
-        if self.events.len() >= self.config.max_queued {
-            self.events.pop_front();
-            self.drops.add(DropReason::QueueFull, 1);
-        }
-        self.events.push_back(Pending { json, attempts: 0 });
-        self.events.len() >= self.config.flush_at && now >= self.retry_at
+        self.add(json);
+        self.len() >= self.config.flush_at && now >= self.retry_at
     }
 
-    /// Takes the oldest events that fit in one body of at most `max_bytes` (and at most
-    /// [`MAX_EVENTS_PER_BATCH`] events); `None` when the queue is empty. A single event larger
-    /// than `max_bytes` still goes alone: the server, not the queue, judges its size.
-    pub fn take_batch(&mut self, max_bytes: usize, now: u64) -> Option<Batch> {
-        if self.events.is_empty() {
-            return None;
+    fn add(&mut self, json: String) {
+        self.bytes += json.len();
+        self.events.push_back(Pending { json, attempts: 0, flight: 0, beaconed: false });
+        // Oldest first, in flight or not: a request's answer for a dropped event finds nothing.
+        while self.events.len() > self.config.max_queued || self.bytes > self.config.max_bytes {
+            let Some(old) = self.events.pop_front() else { break };
+            self.bytes -= old.json.len();
+            self.drops.add(DropReason::QueueFull, 1);
         }
-        let sent_at = rfc3339_ms(now);
-        // `{"sent_at":"…","batch":[` + `]}`
-        let mut size = 24 + sent_at.len() + 2;
-        let mut events = Vec::new();
-        while let Some(next) = self.events.front() {
-            let add = next.json.len() + usize::from(!events.is_empty());
-            if events.len() == MAX_EVENTS_PER_BATCH || (!events.is_empty() && size + add > max_bytes) {
+    }
+
+    /// Removes the events `gone` picks; returns how many.
+    fn remove(&mut self, gone: impl Fn(&Pending) -> bool) -> usize {
+        let before = self.events.len();
+        let mut bytes = self.bytes;
+        self.events.retain(|e| {
+            let keep = !gone(e);
+            if !keep {
+                bytes -= e.json.len();
+            }
+            keep
+        });
+        self.bytes = bytes;
+        before - self.events.len()
+    }
+
+    /// Takes the oldest waiting events that fit in one body of at most `max_bytes` (and at most
+    /// [`MAX_EVENTS_PER_BATCH`] events); `None` when nothing waits. A single event larger than
+    /// `max_bytes` still goes alone: the server, not the queue, judges its size.
+    pub fn take_batch(&mut self, max_bytes: usize, now: u64) -> Option<Batch> {
+        let flight = self.next_flight;
+        let mut body = String::from("{\"sent_at\":\"");
+        body.push_str(&rfc3339_ms(now));
+        body.push_str("\",\"batch\":[");
+        let mut len = 0;
+        for event in self.events.iter_mut().filter(|e| e.flight == 0) {
+            // + the comma before it and the closing `]}`
+            let size = body.len() + event.json.len() + 3;
+            if len == MAX_EVENTS_PER_BATCH || (len > 0 && size > max_bytes) {
                 break;
             }
-            size += add;
-            events.extend(self.events.pop_front());
-        }
-        let mut body = String::with_capacity(size);
-        body.push_str("{\"sent_at\":\"");
-        body.push_str(&sent_at);
-        body.push_str("\",\"batch\":[");
-        for (i, event) in events.iter().enumerate() {
-            if i > 0 {
+            if len > 0 {
                 body.push(',');
             }
             body.push_str(&event.json);
+            event.flight = flight;
+            len += 1;
+        }
+        if len == 0 {
+            return None;
         }
         body.push_str("]}");
-        Some(Batch { body, events })
+        self.next_flight += 1;
+        Some(Batch { body, flight, len })
     }
 
-    /// Applies the outcome of sending `batch`: delivered events are forgotten, refused ones
-    /// dropped, retryable ones put back at the front in their original order (same JSON, same
-    /// ids) unless they used up their attempts.
-    pub fn settle(&mut self, batch: Batch, outcome: Outcome, now: u64) -> Settled {
-        let n = batch.events.len();
+    /// Applies the outcome of sending `batch`: delivered events are forgotten (with the
+    /// beaconed ones older than this batch), refused ones dropped, retryable ones set waiting
+    /// again in place (same JSON, same ids) unless they used up their attempts, and the next
+    /// send waits for the backoff (`random` draws its jitter) or the server's `Retry-After`.
+    pub fn settle(&mut self, batch: Batch, outcome: Outcome, now: u64, random: u32) -> Settled {
+        let flight = batch.flight;
+        let n = batch.len;
         if outcome.delivered() {
+            self.failures = 0;
+            self.remove(|e| e.flight == flight || (e.beaconed && e.flight < flight));
             self.delivered = self.delivered.saturating_add(n as u32);
             return Settled::Delivered(n);
         }
         if !outcome.retryable() {
-            self.drops.add(DropReason::Refused, n as u32);
+            let gone = self.remove(|e| e.flight == flight);
+            self.drops.add(DropReason::Refused, gone as u32);
             return Settled::Dropped(n, DropReason::Refused);
         }
-        self.retry_at = now.saturating_add(self.config.retry_delay_ms);
-        let mut requeued = 0;
-        for mut event in batch.events.into_iter().rev() {
-            event.attempts = event.attempts.saturating_add(1);
-            if event.attempts >= self.config.max_attempts {
-                self.drops.add(DropReason::Exhausted, 1);
-            } else {
-                self.events.push_front(event);
-                requeued += 1;
-            }
+        self.failures = self.failures.saturating_add(1);
+        let wait = backoff_ms(self.failures, self.config.retry_base_ms, MAX_BACKOFF_MS, random);
+        let asked = if let Outcome::Later(ms) = outcome { ms.min(MAX_BACKOFF_MS) } else { 0 };
+        self.retry_at = now.saturating_add(wait.max(asked));
+        let counts = outcome != Outcome::Network;
+        let max_attempts = self.config.max_attempts;
+        for event in self.events.iter_mut().filter(|e| e.flight == flight) {
+            event.flight = 0;
+            event.attempts = event.attempts.saturating_add(u8::from(counts));
         }
-        // Events queued while the batch was in flight may now overflow the queue.
-        while self.events.len() > self.config.max_queued {
-            self.events.pop_front();
-            self.drops.add(DropReason::QueueFull, 1);
-        }
-        if requeued == 0 {
+        let exhausted = self.remove(|e| e.flight == 0 && e.attempts >= max_attempts);
+        self.drops.add(DropReason::Exhausted, exhausted as u32);
+        if exhausted == n {
             Settled::Dropped(n, DropReason::Exhausted)
         } else {
-            Settled::Requeued(requeued)
+            Settled::Requeued(n - exhausted)
         }
     }
 
-    /// Puts a batch back untouched (a beacon the browser refused was never an attempt).
-    pub fn restore(&mut self, batch: Batch) {
-        for event in batch.events.into_iter().rev() {
-            self.events.push_front(event);
+    /// Sets a batch waiting again untouched (a beacon the browser refused was never an attempt).
+    pub fn unsend(&mut self, batch: Batch) {
+        for event in self.events.iter_mut().filter(|e| e.flight == batch.flight) {
+            event.flight = 0;
         }
     }
 
-    fn beacon_sent(&mut self, n: usize) {
-        self.delivered = self.delivered.saturating_add(n as u32);
+    /// Marks a batch the browser took as a beacon: kept, but not sent again by this page.
+    fn beaconed(&mut self, batch: &Batch) {
+        for event in self.events.iter_mut().filter(|e| e.flight == batch.flight) {
+            event.beaconed = true;
+        }
+        self.delivered = self.delivered.saturating_add(batch.len as u32);
     }
 }
 
-/// What one [`flush`] did.
+/// What one [`Sender::flush`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flushed {
     /// Requests made.
@@ -290,28 +421,59 @@ pub struct Flushed {
     pub dropped: usize,
 }
 
-/// The queue with its transport and clock, shared (`Rc`) by everything that may send: `track`,
-/// the page's timer and listeners, and the callbacks of requests in flight.
+/// The queue with its transport, clock and storage, shared (`Rc`) by everything that may
+/// send: `track`, the page's timer and listeners, and the callbacks of requests in flight.
 #[derive(Debug)]
-pub struct Sender<T, C> {
-    /// The events waiting. Every borrow ends before any call out to the transport or to user
+pub struct Sender<T, C, S> {
+    /// The events kept. Every borrow ends before any call out to the transport or to user
     /// code, so borrows never overlap.
     pub queue: RefCell<Queue>,
     /// How batches leave.
     pub transport: T,
     /// Time for `sent_at` and retry delays.
     pub clock: C,
+    /// Where the queue survives a reload.
+    pub storage: S,
+    /// The storage key of this sender's queue: [`QUEUE_KEY`], or `nexus_queue:<tab>` when each
+    /// tab keeps its own (see npm/src/index.js: a tab never sends another live tab's events).
+    key: String,
 }
 
-impl<T: Transport + 'static, C: Clock + 'static> Sender<T, C> {
-    /// A sender for `queue`.
-    pub fn new(queue: Queue, transport: T, clock: C) -> Rc<Self> {
-        Rc::new(Sender { queue: RefCell::new(queue), transport, clock })
+impl<T: Transport + 'static, C: Clock + 'static, S: Storage + 'static> Sender<T, C, S> {
+    /// A sender for `queue`, stored under `key`, which first takes in what an earlier page
+    /// left there.
+    pub fn new(mut queue: Queue, transport: T, clock: C, storage: S, key: String) -> Rc<Self> {
+        if let Some(saved) = storage.get(&key) {
+            queue.load(&saved);
+        }
+        Rc::new(Sender { queue: RefCell::new(queue), transport, clock, storage, key })
     }
 
-    /// Sends everything queued, one batch at a time, until the queue is empty or a send fails
-    /// in a retryable way (then the events wait for the next flush: no tight retry loop), and
-    /// then calls `done`.
+    /// Writes the queue to storage. Called after every change, not at unload: a tab that
+    /// crashes or is killed gets no unload event.
+    fn persist(&self) {
+        let saved = self.queue.borrow().snapshot();
+        self.storage.set(&self.key, &saved);
+    }
+
+    /// Takes over the queue another tab left (a [`Queue::snapshot`]) and stores it as ours.
+    /// The caller removes the other key only after this: a crash in between duplicates, never
+    /// loses.
+    pub fn adopt(&self, saved: &str) {
+        self.queue.borrow_mut().load(saved);
+        self.persist();
+    }
+
+    /// Queues one event and stores the queue; `true` when a flush is due.
+    pub fn push(&self, json: String) -> bool {
+        let due = self.queue.borrow_mut().push(json, self.clock.now_ms());
+        self.persist();
+        due
+    }
+
+    /// Sends everything waiting, one batch at a time, until nothing waits or a send fails in
+    /// a retryable way (then the events wait for the backoff: no tight retry loop), and then
+    /// calls `done`. Does nothing while a retry delay runs.
     ///
     /// The queue is borrowed only while a batch is taken or settled, so `track` can add events
     /// while a request is in flight, and two flushes running at once never send the same
@@ -321,13 +483,22 @@ impl<T: Transport + 'static, C: Clock + 'static> Sender<T, C> {
     }
 
     fn send_next(self: &Rc<Self>, mut report: Flushed, done: Box<dyn FnOnce(Flushed)>) {
-        let batch = self.queue.borrow_mut().take_batch(MAX_BATCH_BYTES, self.clock.now_ms());
+        let now = self.clock.now_ms();
+        let batch = {
+            let mut queue = self.queue.borrow_mut();
+            if queue.due(now) {
+                queue.take_batch(MAX_BATCH_BYTES, now)
+            } else {
+                None
+            }
+        };
         let Some(mut batch) = batch else { return done(report) };
         report.requests += 1;
         let body = std::mem::take(&mut batch.body);
         let this = Rc::clone(self);
         let on_answer = move |outcome| {
-            let settled = this.queue.borrow_mut().settle(batch, outcome, this.clock.now_ms());
+            let settled = this.queue.borrow_mut().settle(batch, outcome, this.clock.now_ms(), this.clock.random());
+            this.persist();
             match settled {
                 Settled::Delivered(n) => report.delivered += n,
                 // A refused batch says nothing about the next one: go on.
@@ -346,8 +517,9 @@ impl<T: Transport + 'static, C: Clock + 'static> Sender<T, C> {
         self.transport.post(&body, Box::new(on_answer));
     }
 
-    /// Hands everything queued to the browser as beacons, for a page that is going away. Stops
-    /// at the first beacon the browser refuses; those events stay queued.
+    /// Hands everything waiting to the browser as beacons, for a page that may be going away.
+    /// Stops at the first beacon the browser refuses; those events stay waiting. Beaconed
+    /// events stay stored (see the module comment), so nothing needs writing here.
     pub fn flush_beacon(&self) -> usize {
         let mut sent = 0;
         loop {
@@ -355,9 +527,9 @@ impl<T: Transport + 'static, C: Clock + 'static> Sender<T, C> {
             let Some(batch) = batch else { break };
             if self.transport.beacon(&batch.body) {
                 sent += batch.len();
-                self.queue.borrow_mut().beacon_sent(batch.len());
+                self.queue.borrow_mut().beaconed(&batch);
             } else {
-                self.queue.borrow_mut().restore(batch);
+                self.queue.borrow_mut().unsend(batch);
                 break;
             }
         }
@@ -370,15 +542,36 @@ impl<T: Transport + 'static, C: Clock + 'static> Sender<T, C> {
 mod tests {
     use super::*;
     use std::cell::Cell;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
 
     use protocol::envelope::parse_batch;
 
-    struct FakeClock(Cell<u64>);
+    /// Time set by the test, and a fixed "random" draw (the largest by default: the whole
+    /// backoff window, so a test that waits that long is never flaky).
+    struct FakeClock {
+        now: Cell<u64>,
+        random: Cell<u32>,
+    }
 
     impl Clock for FakeClock {
         fn now_ms(&self) -> u64 {
-            self.0.get()
+            self.now.get()
+        }
+        fn random(&self) -> u32 {
+            self.random.get()
+        }
+    }
+
+    /// `localStorage` as a shared map: two senders over one map are two page loads.
+    #[derive(Clone, Default)]
+    struct MemStorage(Rc<RefCell<HashMap<String, String>>>);
+
+    impl Storage for MemStorage {
+        fn get(&self, key: &str) -> Option<String> {
+            self.0.borrow().get(key).cloned()
+        }
+        fn set(&self, key: &str, value: &str) {
+            self.0.borrow_mut().insert(key.to_owned(), value.to_owned());
         }
     }
 
@@ -428,10 +621,22 @@ mod tests {
         }
     }
 
-    type TestSender = Rc<Sender<FakeTransport, FakeClock>>;
+    type TestSender = Rc<Sender<FakeTransport, FakeClock, MemStorage>>;
+
+    const T0: u64 = 1_796_119_200_000;
 
     fn sender(config: Config, transport: FakeTransport) -> TestSender {
-        Sender::new(Queue::new(config), transport, FakeClock(Cell::new(1_796_119_200_000)))
+        sender_on(config, transport, MemStorage::default())
+    }
+
+    /// A sender over `storage` (a page load that finds what earlier ones left).
+    fn sender_on(config: Config, transport: FakeTransport, storage: MemStorage) -> TestSender {
+        let clock = FakeClock { now: Cell::new(T0), random: Cell::new(u32::MAX) };
+        Sender::new(Queue::new(config), transport, clock, storage, QUEUE_KEY.to_owned())
+    }
+
+    fn advance(s: &TestSender, ms: u64) {
+        s.clock.now.set(s.clock.now.get() + ms);
     }
 
     /// Runs a flush whose requests the fake answers at once; returns its report.
@@ -443,7 +648,7 @@ mod tests {
     }
 
     fn push(s: &TestSender, n: usize) -> bool {
-        s.queue.borrow_mut().push(event(n), s.clock.now_ms())
+        s.push(event(n))
     }
 
     /// A valid event as the browser half would build it, with a recognisable id.
@@ -464,14 +669,25 @@ mod tests {
         range.map(|n| format!("0193a1b2-c3d4-7e5f-8a9b-{n:012x}")).collect()
     }
 
+    /// Ids of the events in the stored queue, in order.
+    fn stored_ids(storage: &MemStorage) -> Vec<String> {
+        let saved = storage.get(QUEUE_KEY).unwrap_or_default();
+        if saved.is_empty() {
+            return Vec::new();
+        }
+        ids(&format!(r#"{{"sent_at":"2026-12-01T10:00:00.000Z","batch":[{}]}}"#, saved.replace('\n', ",")))
+    }
+
     const S503: Outcome = Outcome::Status(503);
     const S200: Outcome = Outcome::Status(200);
+    const HOUR: u64 = 3_600_000;
 
     /// One row of [`retry_table`]: (script, flushes, delivered requests, accepted events,
     /// dropped by reason, left queued).
     type RetryCase = (&'static [Outcome], usize, usize, usize, Drops, usize);
 
-    /// Table: a script of outcomes for successive flushes, and what must come of 5 events.
+    /// Table: a script of outcomes for successive flushes an hour apart (past any backoff),
+    /// and what must come of 5 events.
     #[test]
     fn retry_table() {
         use Outcome::*;
@@ -480,11 +696,14 @@ mod tests {
             (&[S503], 1, 0, 0, Drops::default(), 5),
             (&[S503], 2, 1, 5, Drops::default(), 0),
             (&[Network, Status(429), Status(500), Status(408)], 5, 1, 5, Drops::default(), 0),
+            (&[Later(1000), Later(u64::MAX)], 3, 1, 5, Drops::default(), 0),
             (&[Status(400)], 1, 0, 0, Drops { refused: 5, ..Drops::default() }, 0),
             (&[Status(401)], 3, 0, 0, Drops { refused: 5, ..Drops::default() }, 0),
             (&[Status(413)], 1, 0, 0, Drops { refused: 5, ..Drops::default() }, 0),
             (&[S503, S503, S503, S503, S503], 6, 0, 0, Drops { exhausted: 5, ..Drops::default() }, 0),
             (&[S503, S503, S503, S503], 5, 1, 5, Drops::default(), 0),
+            // Network errors are not attempts: an offline week loses nothing.
+            (&[Network; 12], 13, 1, 5, Drops::default(), 0),
         ];
         for (i, &(script, flushes, ok_requests, accepted, drops, left)) in cases.iter().enumerate() {
             let s = sender(Config { flush_at: 100, ..Config::default() }, FakeTransport::scripted(script));
@@ -493,18 +712,82 @@ mod tests {
             }
             for _ in 0..flushes {
                 flush_now(&s);
-                s.clock.0.set(s.clock.0.get() + 10_000);
+                advance(&s, HOUR);
             }
             let posts = s.transport.posts.borrow();
             assert_eq!(posts.iter().filter(|(_, o)| o.delivered()).count(), ok_requests, "case {i}");
             assert_eq!(s.transport.accepted_ids().len(), accepted, "case {i}");
             assert_eq!(s.queue.borrow().drops(), drops, "case {i}");
             assert_eq!(s.queue.borrow().len(), left, "case {i}");
+            assert_eq!(stored_ids(&s.storage).len(), left, "case {i}: storage follows the queue");
             // Every attempt carried the same events with the same ids, in order.
             for (body, _) in posts.iter() {
                 assert_eq!(ids(body), expected_ids(0..5), "case {i}");
             }
         }
+    }
+
+    #[test]
+    fn backoff_table() {
+        let check = |failures: u32, base: u64, cap: u64, random: u32, expected: u64| {
+            assert_eq!(backoff_ms(failures, base, cap, random), expected, "{failures} {base} {cap} {random}");
+        };
+        const MAX: u32 = u32::MAX;
+        // The window doubles per failure in a row, from `base`, up to `cap`.
+        check(1, 1000, 60_000, MAX, 1000);
+        check(2, 1000, 60_000, MAX, 2000);
+        check(3, 1000, 60_000, MAX, 4000);
+        check(6, 1000, 60_000, MAX, 32_000);
+        check(7, 1000, 60_000, MAX, 60_000);
+        check(1000, 1000, 60_000, MAX, 60_000); // no overflow however long the outage
+        check(0, 1000, 60_000, MAX, 1000); // called before any failure: the first window
+                                           // Full jitter: anywhere in the window, uniformly.
+        check(3, 1000, 60_000, 0, 0);
+        check(3, 1000, 60_000, MAX / 2, 2000);
+        check(3, 1000, 60_000, MAX / 4, 1000);
+        check(1, u64::MAX, u64::MAX, MAX, 1 << 31); // absurd settings are clamped, not overflowed
+    }
+
+    #[test]
+    fn retries_wait_for_the_backoff_and_for_retry_after() {
+        let s = sender(
+            Config { flush_at: 100, retry_base_ms: 1000, ..Config::default() },
+            FakeTransport::scripted(&[S503, S503, Outcome::Later(30_000), S503]),
+        );
+        s.clock.random.set(u32::MAX / 2); // half of each window
+        push(&s, 0);
+        // (ms since the previous flush attempt, requests the flush made)
+        let steps: &[(u64, usize)] = &[
+            (0, 1),      // 503: window 1000, waits 500
+            (499, 0),    // too early
+            (1, 1),      // 503: window 2000, waits 1000
+            (999, 0),    //
+            (1, 1),      // Retry-After 30 s beats the 2000 ms jitter
+            (29_999, 0), //
+            (1, 1),      // 503, fourth failure in a row: window 8000, waits 4000
+            (3_999, 0),  //
+            (1, 1),      // 200
+        ];
+        for (i, &(wait, requests)) in steps.iter().enumerate() {
+            advance(&s, wait);
+            assert_eq!(flush_now(&s).requests, requests, "step {i}");
+        }
+        assert_eq!(s.transport.accepted_ids(), expected_ids(0..1));
+        // Success resets the schedule: the next failure waits one base window again.
+        s.transport.script.borrow_mut().push_back(S503);
+        push(&s, 1);
+        assert_eq!(flush_now(&s).requests, 1);
+        advance(&s, 500);
+        assert_eq!(flush_now(&s).requests, 1);
+        // Reaching flush_at does not send during a delay either.
+        let s = sender(Config { flush_at: 2, ..Config::default() }, FakeTransport::scripted(&[S503]));
+        assert!(!push(&s, 0));
+        assert!(push(&s, 1));
+        flush_now(&s);
+        assert!(!push(&s, 2), "retry delay running");
+        // Back online: the delay ends at once.
+        s.queue.borrow_mut().retry_now();
+        assert!(s.queue.borrow().due(s.clock.now_ms()));
     }
 
     #[test]
@@ -516,6 +799,8 @@ mod tests {
         assert_eq!(flush_now(&s), Flushed { requests: 1, delivered: 0, requeued: 0, dropped: 3 });
         assert_eq!(flush_now(&s), Flushed::default());
         assert_eq!(s.transport.posts.borrow().len(), 1);
+        assert_eq!(s.queue.borrow_mut().unreported_drops(), 3);
+        assert_eq!(s.queue.borrow_mut().unreported_drops(), 0, "reported once");
     }
 
     #[test]
@@ -528,11 +813,11 @@ mod tests {
                 flush_now(&s);
             }
         }
-        // Batches of 3: the first goes, the second fails and is put back; count-triggered flushes
-        // pause for the retry delay, so events 6..9 join the queue behind the failed ones.
+        // Batches of 3: the first goes, the second fails and waits in place; count-triggered
+        // flushes pause for the retry delay, so events 6..9 join the queue behind the failed ones.
         assert_eq!(due, [false, false, true, false, false, true, false, false, false]);
         assert_eq!(s.queue.borrow().len(), 6);
-        s.clock.0.set(s.clock.0.get() + Config::default().retry_delay_ms);
+        advance(&s, Config::default().retry_base_ms);
         assert!(push(&s, 9), "the retry delay is over: reaching flush_at sends again");
         let report = flush_now(&s);
         assert_eq!(report, Flushed { requests: 1, delivered: 7, requeued: 0, dropped: 0 });
@@ -557,14 +842,17 @@ mod tests {
         assert_eq!(report.get(), None, "still waiting for the answer");
         push(&s, 2); // tracked while the request is in flight
         assert_eq!(s.queue.borrow().len(), 1);
+        assert_eq!(stored_ids(&s.storage), expected_ids(0..3), "in-flight events stay stored");
         let (body, done) = s.transport.held.borrow_mut().remove(0);
         assert_eq!(ids(&body), expected_ids(0..2));
         done(S503);
         assert_eq!(report.get(), Some(Flushed { requests: 1, delivered: 0, requeued: 2, dropped: 0 }));
-        // The failed events are back in front of the newer one, in their order.
+        // The failed events wait in front of the newer one, in their order.
         s.transport.hold.set(false);
+        advance(&s, HOUR);
         flush_now(&s);
         assert_eq!(s.transport.accepted_ids(), expected_ids(0..3));
+        assert_eq!(stored_ids(&s.storage), Vec::<String>::new());
     }
 
     #[test]
@@ -591,7 +879,7 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), 51, "no event in two requests");
         // The second succeeds (its flush finds nothing more to send), the first fails and its
-        // events come back; then everything is sent, each event once.
+        // events wait again; then everything is sent, each event once.
         let mut held = held.into_iter();
         let (_, first) = held.next().unwrap();
         let (_, second) = held.next().unwrap();
@@ -599,9 +887,10 @@ mod tests {
         first(S503);
         assert_eq!(s.queue.borrow().len(), 50);
         s.transport.hold.set(false);
+        advance(&s, HOUR);
         flush_now(&s);
         assert_eq!(s.queue.borrow().delivered(), 51);
-        assert!(s.queue.borrow().is_empty());
+        assert_eq!(s.queue.borrow().kept(), 0);
     }
 
     #[test]
@@ -656,7 +945,7 @@ mod tests {
     }
 
     #[test]
-    fn full_queue_drops_the_oldest() {
+    fn full_queue_drops_the_oldest_by_count_and_by_bytes() {
         let mut q = Queue::new(Config { flush_at: 100, max_queued: 3, ..Config::default() });
         for n in 0..5 {
             q.push(event(n), 0);
@@ -664,6 +953,115 @@ mod tests {
         assert_eq!(q.drops().queue_full, 2);
         let batch = q.take_batch(MAX_BATCH_BYTES, 0).unwrap();
         assert_eq!(ids(&batch.body), expected_ids(2..5));
+        // Bytes: room for 2.5 events keeps the newest 2.
+        let size = event(0).len();
+        let mut q = Queue::new(Config { flush_at: 100, max_bytes: size * 5 / 2, ..Config::default() });
+        for n in 0..6 {
+            q.push(event(n), 0);
+        }
+        assert_eq!(q.kept(), 2);
+        assert_eq!(q.unreported_drops(), 4);
+        assert_eq!(ids(&q.take_batch(MAX_BATCH_BYTES, 0).unwrap().body), expected_ids(4..6));
+    }
+
+    #[test]
+    fn the_queue_survives_a_reload() {
+        let storage = MemStorage::default();
+        let config = Config { flush_at: 100, ..Config::default() };
+        // Page 1: offline. Two events fail, one more is tracked, and the three are in flight
+        // when the page goes away (their answer never comes); a fourth is tracked meanwhile.
+        let page1 = sender_on(config, FakeTransport::scripted(&[Outcome::Network]), storage.clone());
+        push(&page1, 0);
+        push(&page1, 1);
+        flush_now(&page1);
+        push(&page1, 2);
+        page1.transport.hold.set(true);
+        advance(&page1, HOUR);
+        flush_now_held(&page1);
+        push(&page1, 3);
+        assert_eq!(stored_ids(&storage), expected_ids(0..4));
+        // Page 2 finds them all, in order, and sends them with the same ids.
+        let page2 = sender_on(config, FakeTransport::default(), storage.clone());
+        assert_eq!(page2.queue.borrow().len(), 4);
+        push(&page2, 4);
+        flush_now(&page2);
+        assert_eq!(page2.transport.accepted_ids(), expected_ids(0..5));
+        assert_eq!(stored_ids(&storage), Vec::<String>::new(), "acknowledged: forgotten");
+        // A third load sends nothing again.
+        let page3 = sender_on(config, FakeTransport::default(), storage.clone());
+        assert_eq!(flush_now(&page3), Flushed::default());
+        // Damaged lines are skipped; whole events survive.
+        storage.set(QUEUE_KEY, &format!("garbage\n{}\n\n{{\"cut", event(7)));
+        let page4 = sender_on(config, FakeTransport::default(), storage);
+        flush_now(&page4);
+        assert_eq!(page4.transport.accepted_ids(), expected_ids(7..8));
+    }
+
+    #[test]
+    fn tabs_keep_their_own_queues_and_adopt_orphans() {
+        let storage = MemStorage::default();
+        let config = Config { flush_at: 100, ..Config::default() };
+        let tab = |key: &str| {
+            let clock = FakeClock { now: Cell::new(T0), random: Cell::new(u32::MAX) };
+            Sender::new(Queue::new(config), FakeTransport::default(), clock, storage.clone(), key.to_owned())
+        };
+        let a = tab("nexus_queue:a");
+        let b = tab("nexus_queue:b");
+        push(&a, 0);
+        push(&b, 1);
+        push(&a, 2);
+        // Each tab writes only its key: neither overwrites the other.
+        assert_eq!(storage.get("nexus_queue:a").unwrap().lines().count(), 2);
+        assert_eq!(storage.get("nexus_queue:b").unwrap().lines().count(), 1);
+        // Tab a closes unsent; b adopts its queue (the loader holds a's lock meanwhile).
+        let orphan = storage.get("nexus_queue:a").unwrap();
+        b.adopt(&orphan);
+        assert_eq!(storage.get("nexus_queue:b").unwrap().lines().count(), 3, "stored as b's first");
+        flush_now(&b);
+        assert_eq!(b.transport.accepted_ids(), [expected_ids(1..2), expected_ids(0..1), expected_ids(2..3)].concat());
+        assert_eq!(storage.get("nexus_queue:b").as_deref(), Some(""));
+    }
+
+    /// Starts a flush whose request stays unanswered.
+    fn flush_now_held(s: &TestSender) {
+        s.flush(|_| {});
+        assert_eq!(s.transport.held.borrow().len(), 1);
+    }
+
+    #[test]
+    fn beaconed_events_are_kept_until_a_later_send_is_acknowledged() {
+        let storage = MemStorage::default();
+        let config = Config { flush_at: 100, ..Config::default() };
+        let transport = FakeTransport::default();
+        transport.beacon_quota.set(10);
+        let s = sender_on(config, transport, storage.clone());
+        for n in 0..3 {
+            push(&s, n);
+        }
+        // A fetch taken before the beacon, still unanswered when the tab is hidden.
+        s.transport.hold.set(true);
+        flush_now_held(&s);
+        push(&s, 3);
+        push(&s, 4);
+        assert_eq!(s.flush_beacon(), 2);
+        assert_eq!(ids(&s.transport.beacons.borrow()[0]), expected_ids(3..5));
+        assert_eq!(s.queue.borrow().len(), 0, "beaconed events are not sent again by this page");
+        assert_eq!(stored_ids(&storage), expected_ids(0..5), "but they stay stored");
+        // The earlier fetch's acknowledgement says nothing about the later beacon.
+        let (_, done) = s.transport.held.borrow_mut().remove(0);
+        done(S200);
+        assert_eq!(stored_ids(&storage), expected_ids(3..5));
+        // A reload now (the page was closed after the beacon) resends them: at-least-once.
+        let reloaded = sender_on(config, FakeTransport::default(), storage.clone());
+        flush_now(&reloaded);
+        assert_eq!(reloaded.transport.accepted_ids(), expected_ids(3..5));
+        // Or the page lives on: a later acknowledged fetch forgets them without resending.
+        s.transport.hold.set(false);
+        push(&s, 5);
+        flush_now(&s);
+        assert_eq!(s.transport.accepted_ids(), expected_ids(5..6));
+        assert_eq!(s.queue.borrow().kept(), 0);
+        assert_eq!(stored_ids(&storage), Vec::<String>::new());
     }
 
     #[test]
@@ -688,6 +1086,7 @@ mod tests {
         let mut all: Vec<String> = ids(&s.transport.beacons.borrow()[0]);
         all.extend(s.transport.accepted_ids());
         assert_eq!(all, expected_ids(0..600));
+        assert_eq!(s.queue.borrow().kept(), 0, "the acknowledged fetch also settled the beacon");
         // Nothing queued: no beacon at all.
         assert_eq!(s.flush_beacon(), 0);
         assert_eq!(s.transport.beacons.borrow().len(), 1);

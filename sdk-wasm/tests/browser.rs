@@ -8,6 +8,7 @@
 
 use js_sys::{Array, Date, Function, Promise, Reflect, JSON};
 use nexus_sdk::identity::{Identity, Storage, ANON_KEY, SESSION_KEY, SESSION_TIMEOUT_MS};
+use nexus_sdk::queue::QUEUE_KEY;
 use nexus_sdk::web::{api, context, platform};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -169,18 +170,20 @@ async fn events_go_out_through_the_exports() {
     let err = api::track("x".into(), JsValue::UNDEFINED, None).unwrap_err();
     assert!(error_message(err).contains("init()"));
     // Bad options are refused, and refusing does not count as initialised.
-    assert!(api::init(JsValue::UNDEFINED).is_err());
+    assert!(api::init(JsValue::UNDEFINED, None).is_err());
     let bad = JSON::parse(r#"{"key":"wk_test","flushAt":0}"#).unwrap();
-    assert!(error_message(api::init(bad).unwrap_err()).contains("flushAt"));
-    assert!(api::init(JSON::parse(r#"{"endpoint":"https://c.test"}"#).unwrap()).is_err());
+    assert!(error_message(api::init(bad, None).unwrap_err()).contains("flushAt"));
+    assert!(api::init(JSON::parse(r#"{"endpoint":"https://c.test"}"#).unwrap(), None).is_err());
 
+    // Nothing left over from an earlier run: the first flush below sends exactly 3 events.
+    local_storage().remove_item(QUEUE_KEY).unwrap();
     let calls = record_fetches();
     let options = JSON::parse(
         r#"{"key":"wk test/1","endpoint":"https://collector.test/","flushAt":100,"flushIntervalMs":600000}"#,
     )
     .unwrap();
-    api::init(options.clone()).unwrap();
-    api::init(options).unwrap(); // a second call is ignored
+    api::init(options.clone(), None).unwrap();
+    api::init(options, None).unwrap(); // a second call is ignored
 
     // Argument errors are Errors with a `nexus:` message.
     assert!(error_message(api::track("".into(), JsValue::UNDEFINED, None).unwrap_err()).starts_with("nexus:"));
@@ -193,7 +196,10 @@ async fn events_go_out_through_the_exports() {
     api::identify("user-42".into(), JSON::parse(r#"{"email":"a@example.com"}"#).unwrap(), None).unwrap();
     api::page(JsValue::UNDEFINED, Some(t0 as f64 - 5000.0)).unwrap();
     assert_eq!(calls.length(), 0, "nothing is sent before flushAt or flush()");
+    let stored = local_storage().get_item(QUEUE_KEY).unwrap().unwrap();
+    assert_eq!(stored.split('\n').count(), 3, "the queue is stored as it grows: {stored}");
     flush().await;
+    assert_eq!(local_storage().get_item(QUEUE_KEY).unwrap().as_deref(), Some(""), "acknowledged: forgotten");
 
     assert_eq!(calls.length(), 1);
     let call = calls.get(0);

@@ -24,10 +24,10 @@ use web_sys::EventTarget;
 use super::context::{self, get, global, put, with_global, Statics};
 use super::platform::{log, new_id, DateClock, Fetch, LocalStore};
 use crate::identity::Identity;
-use crate::queue::{Clock, Config, Flushed, Queue, Sender};
+use crate::queue::{Clock, Config, Flushed, Queue, Sender, QUEUE_KEY};
 use crate::wire::{rfc3339_ms, valid_id, valid_name};
 
-type WebSender = Sender<Fetch, DateClock>;
+type WebSender = Sender<Fetch, DateClock, LocalStore>;
 
 /// Messages are short on purpose: each byte ships in the wasm. The npm types document the rules.
 const PROPS_ERROR: &str = "nexus: properties must be a plain object";
@@ -36,7 +36,6 @@ const PROPS_ERROR: &str = "nexus: properties must be a plain object";
 struct Sdk {
     sender: Rc<WebSender>,
     identity: RefCell<Identity>,
-    storage: LocalStore,
     statics: Statics,
     debug: bool,
 }
@@ -78,8 +77,12 @@ fn object_arg(value: JsValue, message: &str) -> Result<Option<JsValue>, Error> {
 /// Starts the SDK. Options: `key` (write key, required), `endpoint` (collector origin, default
 /// the page's own origin), `flushAt` (1..=1000, default 20), `flushIntervalMs` (default 5000),
 /// `debug`. A second call is ignored, so frameworks that mount twice do no harm.
+///
+/// `tab` is set by the loader when the browser has Web Locks: the queue is then stored under
+/// `nexus_queue:<tab>`, this tab's alone, and the loader hands over the queues of closed tabs
+/// with [`adopt`]. Without it, the one `nexus_queue` key is used and loaded here.
 #[wasm_bindgen]
-pub fn init(options: JsValue) -> Result<(), Error> {
+pub fn init(options: JsValue, tab: Option<String>) -> Result<(), Error> {
     if sdk().is_ok() {
         return Ok(());
     }
@@ -113,20 +116,20 @@ pub fn init(options: JsValue) -> Result<(), Error> {
     url.push('=');
     url.push_str(&String::from(js_sys::encode_uri_component(&key)));
 
-    let config = Config { flush_at: flush_at as usize, retry_delay_ms: u64::from(interval), ..Config::default() };
+    let config = Config { flush_at: flush_at as usize, retry_base_ms: u64::from(interval), ..Config::default() };
     if debug {
         // The key in the URL is the public write key: fine to show.
         log("ready, sending to", &JsValue::from_str(&url));
     }
-    let sender = Sender::new(Queue::new(config), Fetch::new(url), DateClock);
+    // Takes in what earlier pages left unsent; the first tick sends it.
+    let mut key = String::from(QUEUE_KEY);
+    if let Some(tab) = tab {
+        key.push(':');
+        key.push_str(&tab);
+    }
+    let sender = Sender::new(Queue::new(config), Fetch::new(url), DateClock, LocalStore::open(), key);
     watch_page(&sender, interval, debug);
-    let sdk = Sdk {
-        sender,
-        identity: RefCell::new(Identity::new()),
-        storage: LocalStore::open(),
-        statics: Statics::collect(),
-        debug,
-    };
+    let sdk = Sdk { sender, identity: RefCell::new(Identity::new()), statics: Statics::collect(), debug };
     SDK.with(|cell| cell.set(Rc::new(sdk)).ok()).unwrap_or_default();
     Ok(())
 }
@@ -162,12 +165,21 @@ pub fn identify(user_id: JsValue, traits: JsValue, at: Option<f64>) -> Result<()
         .filter(|u| valid_id(u))
         .ok_or_else(|| Error::new("nexus: identify() needs a user id (1..200 bytes)"))?;
     let traits = object_arg(traits, PROPS_ERROR)?;
-    sdk.identity.borrow_mut().set_user_id(&sdk.storage, &user_id);
+    sdk.identity.borrow_mut().set_user_id(&sdk.sender.storage, &user_id);
     sdk.record(EventType::Identify, None, None, traits, at)
 }
 
+/// Takes over the stored queue of a tab that is gone (the loader checked, under that tab's
+/// lock, that it is). Its events are sent with this tab's next batch.
+#[wasm_bindgen]
+pub fn adopt(saved: String) -> Result<(), Error> {
+    sdk()?.sender.adopt(&saved);
+    Ok(())
+}
+
 /// Sends everything queued now and calls `done` (when a function) once the requests have been
-/// answered. A failed send keeps its events for the next attempt; `done` is called all the same.
+/// answered. A failed send keeps its events for the next attempt; `done` is called all the same,
+/// and at once while a retry delay runs (the collector asked for the wait, or is down).
 #[wasm_bindgen]
 pub fn flush(done: JsValue) -> Result<(), Error> {
     let sdk = sdk()?;
@@ -194,6 +206,22 @@ impl Sdk {
     ) -> Result<(), Error> {
         let now = DateClock.now_ms();
         let at = at.filter(|t| t.is_finite() && *t > 0.0).map_or(now, |t| t as u64);
+        // Events the queue gave up on since the last event (full queue, refused, retries used
+        // up) are reported on this one, so the loss shows in the data, not only in a console.
+        let dropped = self.sender.queue.borrow_mut().unreported_drops();
+        let properties = match (dropped, properties) {
+            (0, properties) => properties,
+            (n, properties) => {
+                if self.debug {
+                    log("dropped", &JsValue::from(n));
+                }
+                // A copy: the caller's object is theirs.
+                let copy =
+                    Object::assign(&Object::new(), properties.as_ref().map_or(&Object::new(), |p| p.unchecked_ref()));
+                put(&copy, "$dropped", &JsValue::from(n));
+                Some(copy.into())
+            }
+        };
         let json = self.build(kind, name, properties, set, at)?;
         if json.len() > MAX_EVENT_BYTES {
             return Err(Error::new("nexus: event over 32 KiB"));
@@ -201,7 +229,7 @@ impl Sdk {
         if self.debug {
             log("queued", &JsValue::from_str(&json));
         }
-        let due = self.sender.queue.borrow_mut().push(json, now);
+        let due = self.sender.push(json);
         if due {
             flush_in_background(&self.sender, self.debug);
         }
@@ -224,12 +252,13 @@ impl Sdk {
         }
         {
             let mut identity = self.identity.borrow_mut();
-            let anonymous_id = identity.anonymous_id(&self.storage, || new_id(at));
+            let storage = &self.sender.storage;
+            let anonymous_id = identity.anonymous_id(storage, || new_id(at));
             put(&event, "anonymous_id", &JsValue::from_str(&anonymous_id));
-            if let Some(user_id) = identity.user_id(&self.storage) {
+            if let Some(user_id) = identity.user_id(storage) {
                 put(&event, "user_id", &JsValue::from_str(&user_id));
             }
-            let session_id = identity.session_id(&self.storage, at, || new_id(at));
+            let session_id = identity.session_id(storage, at, || new_id(at));
             put(&event, "session_id", &JsValue::from_str(&session_id));
         } // released before JSON.stringify, which may run user `toJSON` code that calls us again
         put(&event, "timestamp", &JsValue::from_str(&rfc3339_ms(at)));
@@ -266,20 +295,26 @@ fn log_report(report: Flushed) {
     }
 }
 
-/// The periodic flush, and beacons when the page goes away.
+/// The periodic flush, a flush when the browser is back online, and beacons when the page
+/// goes away.
 ///
 /// `pagehide` is the last event a leaving page reliably gets (also on mobile and into the
 /// back/forward cache); `visibilitychange` to hidden covers a tab switched away that may never
 /// come back. The closures live as long as the page, hence `forget`.
 fn watch_page(sender: &Rc<WebSender>, interval: u32, debug: bool) {
     let timer = Rc::clone(sender);
-    // The interval also retries failed batches: a failure waits at most one period.
-    Interval::new(interval, move || {
-        if !timer.queue.borrow().is_empty() {
-            flush_in_background(&timer, debug);
-        }
-    })
-    .forget();
+    // The interval also sends retries, once their backoff is over (`Sender::flush` checks).
+    Interval::new(interval, move || flush_in_background(&timer, debug)).forget();
+
+    // Back online: the backoff grew while offline, but the network is there now.
+    let on_online = {
+        let sender = Rc::clone(sender);
+        Closure::<dyn FnMut()>::new(move || {
+            sender.queue.borrow_mut().retry_now();
+            flush_in_background(&sender, debug);
+        })
+    };
+    with_global(|window| listen(window, "online", on_online));
 
     let on_pagehide = {
         let sender = Rc::clone(sender);

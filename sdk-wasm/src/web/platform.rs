@@ -1,14 +1,15 @@
 //! web-sys implementations of the pure traits: `fetch`/`sendBeacon` transport, `Date.now`
-//! clock, `localStorage` storage, and ids from `crypto.getRandomValues`.
+//! clock (with `crypto.getRandomValues` for jitter), `localStorage` storage, and ids.
 
-use js_sys::{Date, Object};
+use js_sys::{Date, Function, Object};
+use protocol::retry::should_retry;
 use wasm_bindgen::prelude::*;
 use web_sys::{Crypto, Navigator, Window};
 
 use super::context::{get, global, put, with_global};
 use crate::identity::Storage;
-use crate::queue::{Clock, Outcome, Transport, BEACON_MAX_BYTES};
-use crate::wire::uuid_v7;
+use crate::queue::{Clock, Outcome, Transport, BEACON_MAX_BYTES, MAX_BACKOFF_MS};
+use crate::wire::{parse_u64, uuid_v7};
 
 #[wasm_bindgen]
 extern "C" {
@@ -66,7 +67,10 @@ impl Transport for Fetch {
         // its one call, so nothing leaks per request.
         let on_answer = Closure::once_into_js(move |answer: JsValue| {
             done(match get(&answer, "status").as_f64() {
-                Some(status) if status >= 100.0 => Outcome::Status(status as u16),
+                Some(status) if status >= 100.0 => match retry_after(&answer) {
+                    Some(ms) if should_retry(status as u16) => Outcome::Later(ms),
+                    _ => Outcome::Status(status as u16),
+                },
                 _ => Outcome::Network,
             })
         });
@@ -80,13 +84,29 @@ impl Transport for Fetch {
     }
 }
 
-/// `Date.now()`.
+/// `Retry-After` in seconds (the collector's form), as milliseconds (`Headers.get` has trimmed
+/// it already). The HTTP-date form is
+/// ignored: the backoff applies then. Readable cross-origin because the collector lists it in
+/// `Access-Control-Expose-Headers`.
+fn retry_after(response: &JsValue) -> Option<u64> {
+    let headers = get(response, "headers");
+    let value = get(&headers, "get").dyn_ref::<Function>()?.call1(&headers, &"retry-after".into()).ok()?;
+    Some(parse_u64(value.as_string()?.as_bytes())?.min(MAX_BACKOFF_MS / 1000) * 1000)
+}
+
+/// `Date.now()`, and `crypto.getRandomValues` for retry jitter.
 #[derive(Debug, Clone, Copy)]
 pub struct DateClock;
 
 impl Clock for DateClock {
     fn now_ms(&self) -> u64 {
         Date::now() as u64
+    }
+
+    fn random(&self) -> u32 {
+        let mut bytes = [0u8; 4];
+        random_bytes(&mut bytes);
+        u32::from_le_bytes(bytes)
     }
 }
 
@@ -123,11 +143,16 @@ impl Storage for LocalStore {
 /// plain http (only `randomUUID` and `subtle` need a secure context).
 pub fn new_id(unix_ms: u64) -> String {
     let mut random = [0u8; 10];
+    random_bytes(&mut random);
+    uuid_v7(unix_ms, &random)
+}
+
+/// Fills `out` from `crypto.getRandomValues` (left zero in the impossible case it is missing).
+fn random_bytes(out: &mut [u8]) {
     let crypto = global("crypto");
     if crypto.is_object() {
-        let _ = crypto.unchecked_into::<Crypto>().get_random_values_with_u8_array(&mut random);
+        let _ = crypto.unchecked_into::<Crypto>().get_random_values_with_u8_array(out);
     }
-    uuid_v7(unix_ms, &random)
 }
 
 /// `console.log("nexus:", what, value)`, used only with `debug: true`.
