@@ -7,6 +7,9 @@
 //! [`DropReason`]; every drop is counted in `nexus_origin_events_dropped_total{reason}`.
 //! An event is acknowledged only after its transaction committed.
 
+pub mod channel;
+pub mod enrich;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use protocol::codes::{EnvelopeCode, RejectCode};

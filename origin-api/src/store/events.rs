@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::ingest::enrich::{derive, Derived};
 
 /// The batch as one array per column, for `unnest`: the whole batch travels as 30 binary
 /// parameters and is written by one statement with one plan, whatever its size.
@@ -45,6 +46,13 @@ struct Columns {
     visitor_hash: Vec<Option<String>>,
     is_bot: Vec<bool>,
     user_agent: Vec<Option<String>>,
+    host: Vec<Option<String>>,
+    referrer_domain: Vec<Option<String>>,
+    channel: Vec<Option<&'static str>>,
+    utm: [Vec<Option<String>>; 5],
+    browser: Vec<Option<String>>,
+    os: Vec<Option<String>>,
+    device_type: Vec<Option<&'static str>>,
 }
 
 /// PostgreSQL text and jsonb cannot hold U+0000; JSON can. Replaced (with U+FFFD) rather than
@@ -62,7 +70,7 @@ fn clean_opt(s: &Option<String>) -> Option<String> {
 }
 
 impl Columns {
-    fn push(&mut self, e: &EnrichedEvent) {
+    fn push(&mut self, e: &EnrichedEvent, d: &Derived) {
         let ev = &e.event;
         let ctx = &ev.context;
         // Everything of the context without a column of its own stays queryable in jsonb.
@@ -110,6 +118,15 @@ impl Columns {
         self.visitor_hash.push(clean_opt(&e.visitor_hash));
         self.is_bot.push(e.bot);
         self.user_agent.push(clean_opt(&e.user_agent));
+        self.host.push(clean_opt(&d.host));
+        self.referrer_domain.push(clean_opt(&d.referrer_domain));
+        self.channel.push(d.channel);
+        for (col, v) in self.utm.iter_mut().zip(&d.utm) {
+            col.push(clean_opt(v));
+        }
+        self.browser.push(clean_opt(&d.browser));
+        self.os.push(clean_opt(&d.os));
+        self.device_type.push(d.device_type);
     }
 }
 
@@ -169,45 +186,19 @@ pub async fn insert(pool: &Pool, project_id: i64, events: &[EnrichedEvent]) -> R
         return Ok(HashSet::new());
     }
     ensure_partitions(pool, events.iter().map(|e| e.timestamp)).await?;
+    // A fixed order (by id) for the rows this statement locks: two batches that share ids can
+    // then never wait on each other in a cycle.
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by_key(|&i| events[i].event.id);
+    let derived: Vec<Derived> = events.iter().map(derive).collect();
     let mut c = Columns::default();
-    for e in events {
-        c.push(e);
+    for &i in &order {
+        c.push(&events[i], &derived[i]);
     }
-    let client = pool.get().await?;
-    let stmt = client
-        .prepare_cached(
-            r#"WITH input AS (
-                 SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                   $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
-                   $12::text[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::jsonb[],
-                   $18::jsonb[], $19::jsonb[], $20::text[], $21::text[], $22::text[], $23::text[],
-                   $24::text[], $25::text[], $26::text[], $27::jsonb[], $28::text[], $29::bool[],
-                   $30::text[])
-                 AS t(event_id, event_type, name, distinct_id, anonymous_id, user_id, session_id,
-                   ts, client_timestamp, received_at, url, path, title, referrer, properties,
-                   person_set, person_set_once, context, group_type, group_key, previous_id,
-                   country, region, city, continent, geo, visitor_hash, is_bot, user_agent)
-               ),
-               new_ids AS (
-                 INSERT INTO event_ids (project_id, event_id, "timestamp")
-                 SELECT $1, event_id, ts FROM input
-                 ON CONFLICT (project_id, event_id) DO NOTHING
-                 RETURNING event_id
-               )
-               INSERT INTO events (project_id, event_id, event_type, name, distinct_id, anonymous_id,
-                 user_id, session_id, "timestamp", client_timestamp, received_at, url, path, title,
-                 referrer, properties, person_set, person_set_once, context, group_type, group_key,
-                 previous_id, country, region, city, continent, geo, visitor_hash, is_bot, user_agent)
-               SELECT DISTINCT ON (i.event_id) $1, i.event_id, i.event_type, i.name, i.distinct_id,
-                 i.anonymous_id, i.user_id, i.session_id, i.ts, i.client_timestamp, i.received_at,
-                 i.url, i.path, i.title, i.referrer, i.properties, i.person_set, i.person_set_once,
-                 i.context, i.group_type, i.group_key, i.previous_id, i.country, i.region, i.city,
-                 i.continent, i.geo, i.visitor_hash, i.is_bot, i.user_agent
-               FROM input i JOIN new_ids n ON n.event_id = i.event_id
-               RETURNING event_id"#,
-        )
-        .await?;
-    let inserted = client
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let stmt = tx.prepare_cached(INSERT_EVENTS).await?;
+    let inserted = tx
         .query(
             &stmt,
             &[
@@ -241,11 +232,66 @@ pub async fn insert(pool: &Pool, project_id: i64, events: &[EnrichedEvent]) -> R
                 &c.visitor_hash,
                 &c.is_bot,
                 &c.user_agent,
+                &c.host,
+                &c.referrer_domain,
+                &c.channel,
+                &c.utm[0],
+                &c.utm[1],
+                &c.utm[2],
+                &c.utm[3],
+                &c.utm[4],
+                &c.browser,
+                &c.os,
+                &c.device_type,
             ],
         )
         .await?;
-    Ok(inserted.iter().map(|r| r.get::<_, Uuid>(0)).collect())
+    let new: HashSet<Uuid> = inserted.iter().map(|r| r.get::<_, Uuid>(0)).collect();
+    // Sessions grow only by the events that were new, in the same transaction: a crash between
+    // the two would otherwise leave stored events that a retry (now all duplicates) never counts.
+    let fresh: Vec<(&EnrichedEvent, &Derived)> =
+        events.iter().zip(&derived).filter(|(e, _)| new.contains(&e.event.id)).collect();
+    super::sessions::upsert(&tx, project_id, &fresh).await?;
+    tx.commit().await?;
+    Ok(new)
 }
+
+const INSERT_EVENTS: &str = r#"WITH input AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+      $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[],
+      $12::text[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::jsonb[],
+      $18::jsonb[], $19::jsonb[], $20::text[], $21::text[], $22::text[], $23::text[],
+      $24::text[], $25::text[], $26::text[], $27::jsonb[], $28::text[], $29::bool[],
+      $30::text[], $31::text[], $32::text[], $33::text[], $34::text[], $35::text[], $36::text[],
+      $37::text[], $38::text[], $39::text[], $40::text[], $41::text[])
+    AS t(event_id, event_type, name, distinct_id, anonymous_id, user_id, session_id,
+      ts, client_timestamp, received_at, url, path, title, referrer, properties,
+      person_set, person_set_once, context, group_type, group_key, previous_id,
+      country, region, city, continent, geo, visitor_hash, is_bot, user_agent,
+      host, referrer_domain, channel, utm_source, utm_medium, utm_campaign, utm_term,
+      utm_content, browser, os, device_type)
+  ),
+  new_ids AS (
+    INSERT INTO event_ids (project_id, event_id, "timestamp")
+    SELECT $1, event_id, ts FROM input
+    ON CONFLICT (project_id, event_id) DO NOTHING
+    RETURNING event_id
+  )
+  INSERT INTO events (project_id, event_id, event_type, name, distinct_id, anonymous_id,
+    user_id, session_id, "timestamp", client_timestamp, received_at, url, path, title,
+    referrer, properties, person_set, person_set_once, context, group_type, group_key,
+    previous_id, country, region, city, continent, geo, visitor_hash, is_bot, user_agent,
+    host, referrer_domain, channel, utm_source, utm_medium, utm_campaign, utm_term,
+    utm_content, browser, os, device_type)
+  SELECT DISTINCT ON (i.event_id) $1, i.event_id, i.event_type, i.name, i.distinct_id,
+    i.anonymous_id, i.user_id, i.session_id, i.ts, i.client_timestamp, i.received_at,
+    i.url, i.path, i.title, i.referrer, i.properties, i.person_set, i.person_set_once,
+    i.context, i.group_type, i.group_key, i.previous_id, i.country, i.region, i.city,
+    i.continent, i.geo, i.visitor_hash, i.is_bot, i.user_agent, i.host, i.referrer_domain,
+    i.channel, i.utm_source, i.utm_medium, i.utm_campaign, i.utm_term, i.utm_content,
+    i.browser, i.os, i.device_type
+  FROM input i JOIN new_ids n ON n.event_id = i.event_id
+  RETURNING event_id"#;
 
 /// One day of [`events_per_day`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -3,6 +3,7 @@
 pub mod embedded;
 pub mod events;
 pub mod projects;
+pub mod sessions;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;

@@ -106,3 +106,122 @@ async fn two_replicas_never_run_the_same_job_twice() {
     let exists: bool = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name]).await.unwrap().get(0);
     assert!(exists, "{name} exists");
 }
+
+fn session_event(
+    kind: &str,
+    name: Option<&str>,
+    path: &str,
+    at: &str,
+    session: &str,
+    referrer: Option<&str>,
+) -> EnrichedEvent {
+    let mut raw = json!({
+        "id": uuid::Uuid::now_v7(), "type": kind, "anonymous_id": "visitor-1", "session_id": session,
+        "timestamp": at, "context": {"url": format!("https://shop.test{path}"), "path": path, "referrer": referrer},
+    });
+    if let Some(n) = name {
+        raw["name"] = json!(n);
+    }
+    let ev = protocol::validate::validate_event(raw).unwrap();
+    let ctx = RequestContext {
+        received_at: at.parse().unwrap(),
+        sent_at: Some(at.parse().unwrap()),
+        geo: protocol::forward::Geo { country: Some("DE".into()), ..Default::default() },
+        user_agent: Some("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36".into()),
+        ..RequestContext::default()
+    };
+    enrich(ev, &ctx)
+}
+
+#[tokio::test]
+async fn sessions_from_a_scripted_sequence_arriving_out_of_order() {
+    let app = TestApp::start("sessions_scripted").await;
+    let p = app.project.project_id;
+    let landing =
+        session_event("page", None, "/landing", "2026-12-01T10:00:00Z", "s1", Some("https://www.google.com/"));
+    let click = session_event(
+        "track",
+        Some("cta_clicked"),
+        "/landing",
+        "2026-12-01T10:01:00Z",
+        "s1",
+        Some("https://www.google.com/"),
+    );
+    let pricing =
+        session_event("page", None, "/pricing", "2026-12-01T10:05:00Z", "s1", Some("https://shop.test/landing"));
+    let lone =
+        session_event("page", None, "/blog", "2026-12-01T11:00:00Z", "s2", Some("https://news.ycombinator.com/"));
+    // The last page first, then the rest reversed, then a re-delivery of the last page.
+    store::events::insert(&app.pool, p, std::slice::from_ref(&pricing)).await.unwrap();
+    store::events::insert(&app.pool, p, &[click, landing, lone]).await.unwrap();
+    store::events::insert(&app.pool, p, &[pricing]).await.unwrap();
+
+    let client = app.pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT started_at::text, duration_secs, pageviews, events, is_bounce, entry_path, exit_path,
+                    channel, referrer_domain, country, browser, device_type
+             FROM sessions WHERE project_id = $1 AND session_id = 's1'",
+            &[&p],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "2026-12-01 10:00:00+00");
+    assert_eq!(row.get::<_, f64>(1), 300.0);
+    assert_eq!((row.get::<_, i32>(2), row.get::<_, i32>(3)), (2, 3), "page views, events (re-delivery not counted)");
+    assert!(!row.get::<_, bool>(4));
+    assert_eq!((row.get::<_, String>(5), row.get::<_, String>(6)), ("/landing".into(), "/pricing".into()));
+    assert_eq!(row.get::<_, String>(7), "organic_search", "attribution from the earliest event");
+    assert_eq!(row.get::<_, String>(8), "google.com");
+    assert_eq!(row.get::<_, String>(9), "DE");
+    assert_eq!((row.get::<_, String>(10), row.get::<_, String>(11)), ("Chrome".into(), "desktop".into()));
+    let lone = client
+        .query_one("SELECT is_bounce, channel, duration_secs FROM sessions WHERE session_id = 's2'", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (lone.get::<_, bool>(0), lone.get::<_, String>(1), lone.get::<_, f64>(2)),
+        (true, "referral".into(), 0.0)
+    );
+    let typed =
+        client.query_one("SELECT host, channel, browser FROM events WHERE path = '/pricing'", &[]).await.unwrap();
+    assert_eq!(typed.get::<_, String>(0), "shop.test");
+    assert_eq!(typed.get::<_, String>(1), "direct", "an internal referrer is not a source");
+}
+
+#[tokio::test]
+async fn eight_concurrent_writers_on_one_session_give_one_row_with_the_right_counts() {
+    let app = TestApp::start("sessions_concurrent").await;
+    let p = app.project.project_id;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let pool = app.pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in 0..5 {
+                let at = format!("2026-12-01T12:{:02}:{:02}Z", w, b * 10);
+                let batch: Vec<EnrichedEvent> = (0..4)
+                    .map(|i| {
+                        let kind = if i == 0 { "page" } else { "track" };
+                        session_event(kind, (i > 0).then_some("act"), &format!("/w{w}"), &at, "shared", None)
+                    })
+                    .collect();
+                store::events::insert(&pool, p, &batch).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let client = app.pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT pageviews, events, started_at::text, ended_at::text FROM sessions WHERE session_id = 'shared'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].get::<_, i32>(0), rows[0].get::<_, i32>(1)), (8 * 5, 8 * 5 * 4));
+    assert_eq!(rows[0].get::<_, String>(2), "2026-12-01 12:00:00+00");
+    assert_eq!(rows[0].get::<_, String>(3), "2026-12-01 12:07:40+00");
+}

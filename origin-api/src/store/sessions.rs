@@ -1,0 +1,205 @@
+//! Sessions, pre-aggregated on ingest: start, end, counts, entry and exit page, attribution.
+//!
+//! Each batch's new events are folded per session in memory ([`fold`], pure), then merged into
+//! the stored row by one upsert whose rules hold whatever order events arrive in: the earliest
+//! event decides attribution and the entry page, the latest page view the exit page, and counts
+//! add up (only new events reach here, so a re-delivery never counts twice).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use protocol::forward::EnrichedEvent;
+use protocol::EventType;
+
+use super::StoreError;
+use crate::ingest::enrich::Derived;
+
+/// One session's share of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionDelta {
+    /// Session id from the SDK.
+    pub session_id: String,
+    /// Person of the earliest event.
+    pub distinct_id: String,
+    /// Earliest event time.
+    pub started_at: DateTime<Utc>,
+    /// Latest event time.
+    pub ended_at: DateTime<Utc>,
+    /// Page views in the batch.
+    pub pageviews: i32,
+    /// Events in the batch.
+    pub events: i32,
+    /// Earliest page view: time and path.
+    pub entry: Option<(DateTime<Utc>, Option<String>)>,
+    /// Latest page view: time and path.
+    pub exit: Option<(DateTime<Utc>, Option<String>)>,
+    /// Attribution of the earliest event.
+    pub first: Attribution,
+}
+
+/// Where the session came from (from its earliest event).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attribution {
+    /// Raw referrer.
+    pub referrer: Option<String>,
+    /// Referrer host.
+    pub referrer_domain: Option<String>,
+    /// Channel grouping.
+    pub channel: Option<String>,
+    /// UTM source, medium, campaign, term, content.
+    pub utm: [Option<String>; 5],
+    /// Country.
+    pub country: Option<String>,
+    /// Browser.
+    pub browser: Option<String>,
+    /// Operating system.
+    pub os: Option<String>,
+    /// Device type.
+    pub device_type: Option<String>,
+}
+
+fn attribution(e: &EnrichedEvent, d: &Derived) -> Attribution {
+    Attribution {
+        referrer: e.event.context.referrer.clone(),
+        referrer_domain: d.referrer_domain.clone(),
+        channel: d.channel.map(str::to_owned),
+        utm: d.utm.clone(),
+        country: e.geo.country.clone(),
+        browser: d.browser.clone(),
+        os: d.os.clone(),
+        device_type: d.device_type.map(str::to_owned),
+    }
+}
+
+/// Folds a batch's new events into one delta per session (events without a session are skipped).
+pub fn fold(events: &[(&EnrichedEvent, &Derived)]) -> Vec<SessionDelta> {
+    let mut out: BTreeMap<&str, SessionDelta> = BTreeMap::new();
+    for (e, d) in events {
+        let Some(sid) = e.event.session_id.as_deref() else { continue };
+        let t = e.timestamp;
+        let is_page = e.event.kind == EventType::Page;
+        let path = e.event.context.path.clone();
+        let s = out.entry(sid).or_insert_with(|| SessionDelta {
+            session_id: sid.to_owned(),
+            distinct_id: e.event.distinct_id().or(e.visitor_hash.as_deref()).unwrap_or_default().to_owned(),
+            started_at: t,
+            ended_at: t,
+            pageviews: 0,
+            events: 0,
+            entry: None,
+            exit: None,
+            first: attribution(e, d),
+        });
+        if t < s.started_at {
+            s.started_at = t;
+            s.first = attribution(e, d);
+            s.distinct_id = e.event.distinct_id().or(e.visitor_hash.as_deref()).unwrap_or_default().to_owned();
+        }
+        s.ended_at = s.ended_at.max(t);
+        s.events += 1;
+        if is_page {
+            s.pageviews += 1;
+            if s.entry.as_ref().is_none_or(|(at, _)| t < *at) {
+                s.entry = Some((t, path.clone()));
+            }
+            if s.exit.as_ref().is_none_or(|(at, _)| t >= *at) {
+                s.exit = Some((t, path));
+            }
+        }
+    }
+    out.into_values().collect()
+}
+
+/// Merges the batch's deltas into `sessions` (rows locked in session-id order).
+pub async fn upsert(
+    tx: &deadpool_postgres::Transaction<'_>,
+    project_id: i64,
+    events: &[(&EnrichedEvent, &Derived)],
+) -> Result<(), StoreError> {
+    let deltas = fold(events);
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let col = |f: &dyn Fn(&SessionDelta) -> Option<String>| deltas.iter().map(f).collect::<Vec<Option<String>>>();
+    let sid: Vec<&str> = deltas.iter().map(|d| d.session_id.as_str()).collect();
+    let did: Vec<&str> = deltas.iter().map(|d| d.distinct_id.as_str()).collect();
+    let started: Vec<DateTime<Utc>> = deltas.iter().map(|d| d.started_at).collect();
+    let ended: Vec<DateTime<Utc>> = deltas.iter().map(|d| d.ended_at).collect();
+    let pageviews: Vec<i32> = deltas.iter().map(|d| d.pageviews).collect();
+    let counts: Vec<i32> = deltas.iter().map(|d| d.events).collect();
+    let entry_at: Vec<Option<DateTime<Utc>>> = deltas.iter().map(|d| d.entry.as_ref().map(|e| e.0)).collect();
+    let exit_at: Vec<Option<DateTime<Utc>>> = deltas.iter().map(|d| d.exit.as_ref().map(|e| e.0)).collect();
+    let entry_path = col(&|d| d.entry.as_ref().and_then(|e| e.1.clone()));
+    let exit_path = col(&|d| d.exit.as_ref().and_then(|e| e.1.clone()));
+    let referrer = col(&|d| d.first.referrer.clone());
+    let referrer_domain = col(&|d| d.first.referrer_domain.clone());
+    let channel = col(&|d| d.first.channel.clone());
+    let utm: Vec<Vec<Option<String>>> = (0..5).map(|i| col(&|d| d.first.utm[i].clone())).collect();
+    let country = col(&|d| d.first.country.clone());
+    let browser = col(&|d| d.first.browser.clone());
+    let os = col(&|d| d.first.os.clone());
+    let device = col(&|d| d.first.device_type.clone());
+    let stmt = tx.prepare_cached(UPSERT).await?;
+    tx.execute(
+        &stmt,
+        &[
+            &project_id,
+            &sid,
+            &did,
+            &started,
+            &ended,
+            &pageviews,
+            &counts,
+            &entry_at,
+            &entry_path,
+            &exit_at,
+            &exit_path,
+            &referrer,
+            &referrer_domain,
+            &channel,
+            &utm[0],
+            &utm[1],
+            &utm[2],
+            &utm[3],
+            &utm[4],
+            &country,
+            &browser,
+            &os,
+            &device,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// In `DO UPDATE SET` every expression sees the row as it was, so the CASEs can compare old and
+/// new start times while both are being replaced.
+const UPSERT: &str = r#"INSERT INTO sessions AS s (project_id, session_id, distinct_id, started_at, ended_at,
+      pageviews, events, entry_at, entry_path, exit_at, exit_path, referrer, referrer_domain, channel,
+      utm_source, utm_medium, utm_campaign, utm_term, utm_content, country, browser, os, device_type)
+    SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int4[],
+      $7::int4[], $8::timestamptz[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::text[],
+      $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
+      $22::text[], $23::text[])
+    ON CONFLICT (project_id, session_id) DO UPDATE SET
+      started_at = least(s.started_at, EXCLUDED.started_at),
+      ended_at = greatest(s.ended_at, EXCLUDED.ended_at),
+      pageviews = s.pageviews + EXCLUDED.pageviews,
+      events = s.events + EXCLUDED.events,
+      entry_at = CASE WHEN EXCLUDED.entry_at < s.entry_at OR s.entry_at IS NULL THEN EXCLUDED.entry_at ELSE s.entry_at END,
+      entry_path = CASE WHEN EXCLUDED.entry_at < s.entry_at OR s.entry_at IS NULL THEN EXCLUDED.entry_path ELSE s.entry_path END,
+      exit_at = CASE WHEN EXCLUDED.exit_at >= s.exit_at OR s.exit_at IS NULL THEN EXCLUDED.exit_at ELSE s.exit_at END,
+      exit_path = CASE WHEN EXCLUDED.exit_at >= s.exit_at OR s.exit_at IS NULL THEN EXCLUDED.exit_path ELSE s.exit_path END,
+      distinct_id = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.distinct_id ELSE s.distinct_id END,
+      referrer = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.referrer ELSE s.referrer END,
+      referrer_domain = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.referrer_domain ELSE s.referrer_domain END,
+      channel = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.channel ELSE s.channel END,
+      utm_source = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.utm_source ELSE s.utm_source END,
+      utm_medium = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.utm_medium ELSE s.utm_medium END,
+      utm_campaign = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.utm_campaign ELSE s.utm_campaign END,
+      utm_term = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.utm_term ELSE s.utm_term END,
+      utm_content = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.utm_content ELSE s.utm_content END,
+      country = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.country ELSE s.country END,
+      browser = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.browser ELSE s.browser END,
+      os = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.os ELSE s.os END,
+      device_type = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.device_type ELSE s.device_type END"#;
