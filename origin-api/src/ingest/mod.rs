@@ -9,6 +9,7 @@
 
 pub mod channel;
 pub mod enrich;
+pub mod identity;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;

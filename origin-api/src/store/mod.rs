@@ -2,6 +2,7 @@
 
 pub mod embedded;
 pub mod events;
+pub mod persons;
 pub mod projects;
 pub mod sessions;
 

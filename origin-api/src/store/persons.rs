@@ -1,0 +1,133 @@
+//! Writes the identity plan of a batch (see `ingest::identity`): persons, their distinct ids,
+//! merges and properties, inside the batch's write transaction.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use protocol::forward::EnrichedEvent;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::ingest::identity::{self, Known};
+
+/// Resolves the persons of a batch's new events. Returns the number of merges refused because
+/// both persons were identified.
+pub async fn resolve(
+    tx: &deadpool_postgres::Transaction<'_>,
+    project_id: i64,
+    events: &[&EnrichedEvent],
+) -> Result<usize, StoreError> {
+    let mut ordered: Vec<(&EnrichedEvent, &str)> =
+        events.iter().filter_map(|e| e.event.distinct_id().or(e.visitor_hash.as_deref()).map(|d| (*e, d))).collect();
+    if ordered.is_empty() {
+        return Ok(0);
+    }
+    ordered.sort_by_key(|(e, _)| e.timestamp);
+    let ids: Vec<String> = ordered
+        .iter()
+        .flat_map(|(e, d)| identity::ids_of(&e.event, d))
+        .map(str::to_owned)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+
+    // Serialise identity work per distinct id across writers and replicas; locks are taken in
+    // one sorted order, so two batches can never wait on each other in a cycle.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || id, 0)) FROM unnest($2::text[]) AS id",
+        &[&project_id.to_string(), &ids],
+    )
+    .await?;
+    let known: HashMap<String, Known> = tx
+        .query(
+            "SELECT d.distinct_id, d.person_id, p.is_identified
+             FROM person_distinct_ids d JOIN persons p ON p.project_id = d.project_id AND p.person_id = d.person_id
+             WHERE d.project_id = $1 AND d.distinct_id = ANY($2)",
+            &[&project_id, &ids],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), Known { person: r.get(1), identified: r.get(2) }))
+        .collect();
+
+    let plan = identity::plan(ordered.iter().map(|(e, d)| (&e.event, *d)), &known, Uuid::now_v7);
+
+    if !plan.create.is_empty() {
+        let (pids, identified): (Vec<Uuid>, Vec<bool>) = plan.create.iter().copied().unzip();
+        tx.execute(
+            "INSERT INTO persons (project_id, person_id, is_identified) SELECT $1, * FROM unnest($2::uuid[], $3::bool[])",
+            &[&project_id, &pids, &identified],
+        )
+        .await?;
+    }
+    if !plan.map.is_empty() {
+        // One row per id (the last mapping wins): an upsert may touch a row only once.
+        let last: BTreeMap<&str, Uuid> = plan.map.iter().map(|(d, p)| (d.as_str(), *p)).collect();
+        let (dids, pids): (Vec<&str>, Vec<Uuid>) = last.into_iter().unzip();
+        tx.execute(
+            "INSERT INTO person_distinct_ids (project_id, distinct_id, person_id)
+             SELECT $1, * FROM unnest($2::text[], $3::uuid[])
+             ON CONFLICT (project_id, distinct_id) DO UPDATE SET person_id = EXCLUDED.person_id",
+            &[&project_id, &dids, &pids],
+        )
+        .await?;
+    }
+    for (from, into) in &plan.merge {
+        tx.execute(
+            "UPDATE person_distinct_ids SET person_id = $3 WHERE project_id = $1 AND person_id = $2",
+            &[&project_id, from, into],
+        )
+        .await?;
+        // The surviving person's own properties win over the merged one's.
+        tx.execute(
+            "UPDATE persons AS p SET properties = f.properties || p.properties,
+                    is_identified = p.is_identified OR f.is_identified, updated_at = now()
+             FROM persons AS f WHERE p.project_id = $1 AND p.person_id = $3 AND f.project_id = $1 AND f.person_id = $2",
+            &[&project_id, from, into],
+        )
+        .await?;
+        tx.execute("DELETE FROM persons WHERE project_id = $1 AND person_id = $2", &[&project_id, from]).await?;
+    }
+    if !plan.identify.is_empty() {
+        tx.execute(
+            "UPDATE persons SET is_identified = true, updated_at = now() WHERE project_id = $1 AND person_id = ANY($2)",
+            &[&project_id, &plan.identify],
+        )
+        .await?;
+    }
+    if !plan.properties.is_empty() {
+        let pids: Vec<Uuid> = plan.properties.iter().map(|(p, _, _)| *p).collect();
+        let sets: Vec<Value> = plan.properties.iter().map(|(_, s, _)| Value::Object(s.clone())).collect();
+        let onces: Vec<Value> = plan.properties.iter().map(|(_, _, o)| Value::Object(o.clone())).collect();
+        // set_once fills only what is missing; set overwrites.
+        tx.execute(
+            "UPDATE persons AS p SET properties = (u.once || p.properties) || u.set, updated_at = now()
+             FROM unnest($2::uuid[], $3::jsonb[], $4::jsonb[]) AS u(person_id, set, once)
+             WHERE p.project_id = $1 AND p.person_id = u.person_id",
+            &[&project_id, &pids, &sets, &onces],
+        )
+        .await?;
+    }
+    if plan.refused_merges > 0 {
+        metrics::counter!("nexus_origin_identity_merges_refused_total").increment(plan.refused_merges as u64);
+    }
+    Ok(plan.refused_merges)
+}
+
+/// The person a distinct id belongs to, with its properties (tests and the person API).
+pub async fn person_of(
+    pool: &deadpool_postgres::Pool,
+    project_id: i64,
+    distinct_id: &str,
+) -> Result<Option<(Uuid, Value, bool)>, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT p.person_id, p.properties, p.is_identified FROM person_distinct_ids d
+             JOIN persons p ON p.project_id = d.project_id AND p.person_id = d.person_id
+             WHERE d.project_id = $1 AND d.distinct_id = $2",
+            &[&project_id, &distinct_id],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
