@@ -14,6 +14,12 @@ use protocol::EventType;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+/// A person and its property changes: (person, set, set_once).
+pub type PersonProperties = (Uuid, Map<String, Value>, Map<String, Value>);
+
+/// Person properties to apply: (set, set_once).
+pub type PropertyChange = (Map<String, Value>, Map<String, Value>);
+
 /// What the database knows about a distinct id of the batch before it is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Known {
@@ -35,7 +41,7 @@ pub struct Plan {
     /// Existing persons that became identified.
     pub identify: Vec<Uuid>,
     /// Property changes per final person: (set, set_once).
-    pub properties: Vec<(Uuid, Map<String, Value>, Map<String, Value>)>,
+    pub properties: Vec<PersonProperties>,
     /// Merges refused because both persons were identified (counted as a warning).
     pub refused_merges: usize,
 }
@@ -44,7 +50,7 @@ struct Planner {
     ids: HashMap<String, Uuid>,
     identified: HashMap<Uuid, bool>,
     plan: Plan,
-    props: HashMap<Uuid, (Map<String, Value>, Map<String, Value>)>,
+    props: HashMap<Uuid, PropertyChange>,
     new_person: Box<dyn FnMut() -> Uuid>,
 }
 
