@@ -253,8 +253,9 @@ pub async fn insert(pool: &Pool, project_id: i64, events: &[EnrichedEvent]) -> R
         events.iter().zip(&derived).filter(|(e, _)| new.contains(&e.event.id)).collect();
     super::sessions::upsert(&tx, project_id, &fresh).await?;
     let fresh_events: Vec<&EnrichedEvent> = fresh.iter().map(|(e, _)| *e).collect();
-    super::persons::resolve(&tx, project_id, &fresh_events).await?;
+    let mapped = super::persons::resolve(&tx, project_id, &fresh_events).await?;
     tx.commit().await?;
+    super::persons::remember(project_id, mapped);
     Ok(new)
 }
 

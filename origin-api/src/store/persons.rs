@@ -10,17 +10,54 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::ingest::identity::{self, Known};
 
-/// Resolves the persons of a batch's new events. Returns the number of merges refused because
-/// both persons were identified.
+/// (project, distinct id) pairs this process has seen mapped to a person. A mapping is never
+/// removed (merges re-point it, they do not delete it), so an event that only needs "this id has
+/// a person" and whose id is in here needs no database work at all: that is most events. Capped
+/// by clearing, which only costs a few extra lookups.
+/// Person deletion (GDPR) must clear the entries of the ids it deletes.
+static MAPPED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(i64, String)>>> =
+    std::sync::LazyLock::new(Default::default);
+const MAPPED_CAP: usize = 1_000_000;
+
+/// True when the event needs identity work beyond "its id has a person".
+fn needs_identity(e: &EnrichedEvent) -> bool {
+    !matches!(e.event.kind, protocol::EventType::Track | protocol::EventType::Page)
+        || !e.event.set.is_empty()
+        || !e.event.set_once.is_empty()
+}
+
+/// Remembers that `ids` have persons; called only after the transaction that mapped them
+/// committed (a rolled-back mapping must not be skipped later).
+pub fn remember(project_id: i64, ids: Vec<String>) {
+    let mut mapped = MAPPED.lock().unwrap_or_else(|p| p.into_inner());
+    if mapped.len() > MAPPED_CAP {
+        mapped.clear();
+    }
+    mapped.extend(ids.into_iter().map(|d| (project_id, d)));
+}
+
+/// Forgets every cached mapping (after person deletions).
+pub fn forget_mapped() {
+    MAPPED.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+/// Resolves the persons of a batch's new events. Returns the ids that now have a person (to
+/// [`remember`] once the transaction committed).
 pub async fn resolve(
     tx: &deadpool_postgres::Transaction<'_>,
     project_id: i64,
     events: &[&EnrichedEvent],
-) -> Result<usize, StoreError> {
-    let mut ordered: Vec<(&EnrichedEvent, &str)> =
-        events.iter().filter_map(|e| e.event.distinct_id().or(e.visitor_hash.as_deref()).map(|d| (*e, d))).collect();
+) -> Result<Vec<String>, StoreError> {
+    let mut ordered: Vec<(&EnrichedEvent, &str)> = {
+        let mapped = MAPPED.lock().unwrap_or_else(|p| p.into_inner());
+        events
+            .iter()
+            .filter_map(|e| e.event.distinct_id().or(e.visitor_hash.as_deref()).map(|d| (*e, d)))
+            .filter(|(e, d)| needs_identity(e) || !mapped.contains(&(project_id, (*d).to_owned())))
+            .collect()
+    };
     if ordered.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     ordered.sort_by_key(|(e, _)| e.timestamp);
     let ids: Vec<String> = ordered
@@ -111,7 +148,7 @@ pub async fn resolve(
     if plan.refused_merges > 0 {
         metrics::counter!("nexus_origin_identity_merges_refused_total").increment(plan.refused_merges as u64);
     }
-    Ok(plan.refused_merges)
+    Ok(ids)
 }
 
 /// The person a distinct id belongs to, with its properties (tests and the person API).

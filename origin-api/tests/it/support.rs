@@ -48,6 +48,17 @@ impl TestApp {
         let db_url = c.pg.connection_string(&db);
         let pool = store::pool(&db_url, 8).unwrap();
         store::migrate(&pool).await.unwrap();
+        // Project ids unique across the test databases of this process: process-wide caches
+        // (keyed by project, as in production where one process serves one database) must not
+        // mix tests up.
+        static NEXT_PROJECT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1000);
+        let first = NEXT_PROJECT.fetch_add(1000, std::sync::atomic::Ordering::Relaxed);
+        pool.get()
+            .await
+            .unwrap()
+            .batch_execute(&format!("ALTER TABLE projects ALTER COLUMN project_id RESTART WITH {first}"))
+            .await
+            .unwrap();
         let project =
             store::projects::create_project(&pool, "Test", "UTC", &["https://shop.test".to_owned()]).await.unwrap();
         let state = AppState {
