@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod embedded;
+mod fault;
 mod identity;
 mod ingest;
 mod storage;

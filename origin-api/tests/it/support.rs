@@ -43,9 +43,14 @@ impl TestApp {
     /// A fresh database named after the test, migrated, with one project, served on a port.
     pub async fn start(test_name: &str) -> TestApp {
         let c = cluster();
+        TestApp::start_on(&c.pg, test_name).await
+    }
+
+    /// Like [`TestApp::start`], on a given cluster (a test that stops its server needs its own).
+    pub async fn start_on(pg: &EmbeddedPostgres, test_name: &str) -> TestApp {
         let db = format!("t_{}", test_name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_"));
-        store::ensure_database(&c.pg.connection_string("postgres"), &db).await.unwrap();
-        let db_url = c.pg.connection_string(&db);
+        store::ensure_database(&pg.connection_string("postgres"), &db).await.unwrap();
+        let db_url = pg.connection_string(&db);
         let pool = store::pool(&db_url, 8).unwrap();
         store::migrate(&pool).await.unwrap();
         // Project ids unique across the test databases of this process: process-wide caches
