@@ -50,10 +50,6 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
-fn count_drop(reason: DropReason) {
-    metrics::counter!("nexus_origin_events_dropped_total", "reason" => reason.as_str()).increment(1);
-}
-
 /// Step "authenticate": the key must exist, not be revoked, and carry the write scope.
 pub fn authorize_write(key: Option<ResolvedKey>) -> Result<ResolvedKey, EnvelopeError> {
     match key {
@@ -110,16 +106,9 @@ pub async fn ingest_direct(
         bot: protocol::bot::is_bot_user_agent(req.user_agent.as_deref()),
         user_agent: req.user_agent.clone(),
     };
-    let mut events = Vec::new();
-    for ev in parsed.events.into_iter().flatten() {
-        {
-            events.push(forward::enrich(ev, &ctx));
-        }
-    }
-    for r in &rejected {
-        count_drop(DropReason::Invalid(r.code));
-    }
-    let accepted = write(pool, project.project_id, &events).await?;
+    let events: Vec<EnrichedEvent> = parsed.events.into_iter().flatten().map(|ev| forward::enrich(ev, &ctx)).collect();
+    let drops = rejected.iter().map(|r| invalid_drop(r.code, r.field.clone())).collect();
+    let accepted = write(pool, project.project_id, &events, drops).await?;
     rejected.sort_by_key(|r| r.index);
     Ok(BatchResponse { accepted, rejected })
 }
@@ -132,29 +121,55 @@ pub async fn ingest_forwarded(
     batch: ForwardBatch,
 ) -> Result<BatchResponse, IngestError> {
     let mut rejected = Vec::new();
+    let mut drops = Vec::new();
     let mut events: Vec<EnrichedEvent> = Vec::with_capacity(batch.events.len());
     for (index, e) in batch.events.into_iter().enumerate() {
         // Step "re-check": the edge validated already; a bug or bypass there stops here.
         match check_typed(&e.event) {
             Ok(()) => events.push(e),
             Err(rej) => {
-                count_drop(DropReason::Invalid(rej.code));
+                drops.push(store::warnings::Drop {
+                    reason: rej.code.as_str(),
+                    field: rej.field.map(str::to_owned),
+                    event_id: Some(e.event.id.to_string()),
+                    name: Some(e.event.name.clone()),
+                });
                 rejected.push(envelope::rejected(index, rej));
             }
         }
     }
-    let accepted = write(pool, project.project_id, &events).await?;
+    let accepted = write(pool, project.project_id, &events, drops).await?;
     Ok(BatchResponse { accepted, rejected })
 }
 
-/// Step "write" (with "dedupe"): one idempotent statement; duplicates count as accepted.
-async fn write(pool: &Pool, project_id: i64, events: &[EnrichedEvent]) -> Result<usize, StoreError> {
+fn invalid_drop(code: RejectCode, field: Option<String>) -> store::warnings::Drop {
+    store::warnings::Drop { reason: code.as_str(), field, event_id: None, name: None }
+}
+
+/// Step "write" (with "dedupe"): one idempotent statement; duplicates count as accepted. Then
+/// every drop of the request is counted and recorded for the project (ingestion warnings).
+async fn write(
+    pool: &Pool,
+    project_id: i64,
+    events: &[EnrichedEvent],
+    mut drops: Vec<store::warnings::Drop>,
+) -> Result<usize, StoreError> {
     let inserted = store::events::insert(pool, project_id, events).await?;
-    let duplicates = events.len() - inserted.len().min(events.len());
-    for _ in 0..duplicates {
-        count_drop(DropReason::Duplicate);
-    }
     metrics::counter!("nexus_origin_events_stored_total").increment(inserted.len() as u64);
+    drops.extend(events.iter().filter(|e| !inserted.contains(&e.event.id)).map(|e| store::warnings::Drop {
+        reason: DropReason::Duplicate.as_str(),
+        field: None,
+        event_id: Some(e.event.id.to_string()),
+        name: Some(e.event.name.clone()),
+    }));
+    for d in &drops {
+        metrics::counter!("nexus_origin_events_dropped_total", "reason" => d.reason).increment(1);
+    }
+    // The events are committed: a failure to record the warnings is logged, not returned, or
+    // the sender would retry a batch that is already stored.
+    if let Err(e) = store::warnings::record(pool, project_id, Utc::now(), &drops).await {
+        tracing::warn!(error = %e, "recording ingestion warnings failed");
+    }
     Ok(events.len())
 }
 

@@ -5,6 +5,7 @@ pub mod events;
 pub mod persons;
 pub mod projects;
 pub mod sessions;
+pub mod warnings;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;

@@ -249,3 +249,25 @@ async fn events_per_day_counts_with_the_read_key() {
     let res = app.http.get(app.url("/nope")).send().await.unwrap();
     assert_eq!(code(&read(res).await.1), "not_found");
 }
+
+#[tokio::test]
+async fn drops_are_visible_to_the_project_as_ingestion_warnings() {
+    let app = TestApp::start("warnings").await;
+    let mut bad = event("bad");
+    bad["timestamp"] = json!("not a time");
+    let good = event("good");
+    app.post_batch(batch(&[good.clone(), bad.clone(), bad]), "application/json").await;
+    app.post_batch(batch(&[good]), "application/json").await; // a re-delivery: one duplicate
+    let res = app.http.get(app.url("/v1/ingestion/warnings")).bearer_auth(&app.project.read_key).send().await.unwrap();
+    let (s, v) = read(res).await;
+    assert_eq!(s, 200, "{v}");
+    let warnings = v["warnings"].as_array().unwrap();
+    let by_reason =
+        |r: &str| warnings.iter().find(|w| w["reason"] == r).cloned().unwrap_or_else(|| panic!("{r} in {v}"));
+    assert_eq!(by_reason("invalid_timestamp")["count"], 2);
+    assert_eq!(by_reason("invalid_timestamp")["examples"][0]["field"], "timestamp");
+    assert_eq!(by_reason("duplicate")["count"], 1);
+    assert_eq!(by_reason("duplicate")["examples"][0]["name"], "good");
+    let res = app.http.get(app.url("/v1/ingestion/warnings")).bearer_auth(&app.project.write_key).send().await.unwrap();
+    assert_eq!(code(&read(res).await.1), "insufficient_scope");
+}
