@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route(protocol::forward::KEY_LOOKUP_PATH, post(ingest::key_lookup))
         .route("/v1/stats/events-per-day", get(stats::events_per_day))
         .route("/v1/ingestion/warnings", get(stats::ingestion_warnings))
+        .route("/v1/persons/{distinct_id}", axum::routing::delete(stats::delete_person))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

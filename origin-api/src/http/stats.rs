@@ -43,6 +43,36 @@ pub async fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<Res
     }
 }
 
+/// Resolves `Authorization: Bearer <key>` to a project, requiring the admin scope.
+pub async fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<ResolvedKey, AppError> {
+    let key = authorize_read(state, headers).await?;
+    if key.scope != "admin" {
+        return Err(EnvelopeError::new(EnvelopeCode::InsufficientScope, "this endpoint needs the admin key").into());
+    }
+    Ok(key)
+}
+
+/// `DELETE /v1/persons/{distinct_id}` (admin key): deletes the person of that id with all their
+/// events and sessions, and tombstones their ids so late events never bring them back.
+pub async fn delete_person(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(distinct_id): axum::extract::Path<String>,
+) -> Result<Json<store::persons::Deleted>, AppError> {
+    let key = authorize_admin(&state, &headers).await?;
+    if distinct_id.is_empty() || distinct_id.len() > protocol::limits::MAX_ID_LEN {
+        return Err(EnvelopeError::new(EnvelopeCode::InvalidQuery, "distinct id must be 1 to 200 bytes").into());
+    }
+    let deleted = store::persons::delete_person(&state.pool, key.project_id, &distinct_id).await?;
+    tracing::info!(
+        project_id = key.project_id,
+        ids = deleted.distinct_ids.len(),
+        events = deleted.events,
+        "person deleted"
+    );
+    Ok(Json(deleted))
+}
+
 fn date(field: &str, v: Option<&str>) -> Result<NaiveDate, EnvelopeError> {
     let v =
         v.ok_or_else(|| EnvelopeError::new(EnvelopeCode::InvalidQuery, format!("{field} is required (yyyy-mm-dd)")))?;

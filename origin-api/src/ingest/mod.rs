@@ -27,6 +27,8 @@ pub enum DropReason {
     Invalid(RejectCode),
     /// An event with the same id was already stored: accepted, not stored again.
     Duplicate,
+    /// The person was deleted (GDPR): a late or retried event must not bring them back.
+    PersonDeleted,
 }
 
 impl DropReason {
@@ -35,6 +37,7 @@ impl DropReason {
         match self {
             DropReason::Invalid(code) => code.as_str(),
             DropReason::Duplicate => "duplicate",
+            DropReason::PersonDeleted => "person_deleted",
         }
     }
 }
@@ -154,9 +157,33 @@ async fn write(
     events: &[EnrichedEvent],
     mut drops: Vec<store::warnings::Drop>,
 ) -> Result<usize, StoreError> {
-    let inserted = store::events::insert(pool, project_id, events).await?;
+    // Step "drop deleted persons": acknowledged (a retry would change nothing), never stored.
+    let ids: Vec<&str> = events
+        .iter()
+        .flat_map(|e| [e.event.anonymous_id.as_deref(), e.event.user_id.as_deref(), e.visitor_hash.as_deref()])
+        .flatten()
+        .collect();
+    let deleted = store::persons::tombstoned(pool, project_id, &ids).await?;
+    let (kept, gone): (Vec<&EnrichedEvent>, Vec<&EnrichedEvent>) = events.iter().partition(|e| {
+        ![e.event.anonymous_id.as_deref(), e.event.user_id.as_deref(), e.visitor_hash.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|id| deleted.contains(id))
+    });
+    drops.extend(gone.iter().map(|e| store::warnings::Drop {
+        reason: DropReason::PersonDeleted.as_str(),
+        field: None,
+        event_id: Some(e.event.id.to_string()),
+        name: Some(e.event.name.clone()),
+    }));
+    let kept: std::borrow::Cow<'_, [EnrichedEvent]> = if gone.is_empty() {
+        std::borrow::Cow::Borrowed(events)
+    } else {
+        std::borrow::Cow::Owned(kept.into_iter().cloned().collect())
+    };
+    let inserted = store::events::insert(pool, project_id, &kept).await?;
     metrics::counter!("nexus_origin_events_stored_total").increment(inserted.len() as u64);
-    drops.extend(events.iter().filter(|e| !inserted.contains(&e.event.id)).map(|e| store::warnings::Drop {
+    drops.extend(kept.iter().filter(|e| !inserted.contains(&e.event.id)).map(|e| store::warnings::Drop {
         reason: DropReason::Duplicate.as_str(),
         field: None,
         event_id: Some(e.event.id.to_string()),

@@ -1,7 +1,7 @@
 //! Writes the identity plan of a batch (see `ingest::identity`): persons, their distinct ids,
 //! merges and properties, inside the batch's write transaction.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use protocol::forward::EnrichedEvent;
 use serde_json::Value;
@@ -15,7 +15,7 @@ use crate::ingest::identity::{self, Known};
 /// a person" and whose id is in here needs no database work at all: that is most events. Capped
 /// by clearing, which only costs a few extra lookups.
 /// Person deletion (GDPR) must clear the entries of the ids it deletes.
-static MAPPED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(i64, String)>>> =
+static MAPPED: std::sync::LazyLock<std::sync::Mutex<HashSet<(i64, String)>>> =
     std::sync::LazyLock::new(Default::default);
 const MAPPED_CAP: usize = 1_000_000;
 
@@ -167,4 +167,88 @@ pub async fn person_of(
         )
         .await?;
     Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
+
+/// What a person deletion removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Deleted {
+    /// Distinct ids tombstoned.
+    pub distinct_ids: Vec<String>,
+    /// Events deleted.
+    pub events: u64,
+    /// Sessions deleted.
+    pub sessions: u64,
+}
+
+/// Deletes the person of `distinct_id` with all their events and sessions, and tombstones every
+/// id of theirs. Idempotent: deleting an unknown or deleted id tombstones just that id.
+pub async fn delete_person(
+    pool: &deadpool_postgres::Pool,
+    project_id: i64,
+    distinct_id: &str,
+) -> Result<Deleted, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // Same lock as ingest takes for this id: no batch can map it to a person meanwhile.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2, 0))",
+        &[&project_id.to_string(), &distinct_id],
+    )
+    .await?;
+    let mut ids: Vec<String> = tx
+        .query(
+            "SELECT d2.distinct_id FROM person_distinct_ids d
+             JOIN person_distinct_ids d2 ON d2.project_id = d.project_id AND d2.person_id = d.person_id
+             WHERE d.project_id = $1 AND d.distinct_id = $2",
+            &[&project_id, &distinct_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !ids.iter().any(|i| i == distinct_id) {
+        ids.push(distinct_id.to_owned());
+    }
+    tx.execute(
+        "INSERT INTO deleted_distinct_ids (project_id, distinct_id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+        &[&project_id, &ids],
+    )
+    .await?;
+    let events = tx
+        .execute(
+            "WITH gone AS (DELETE FROM events WHERE project_id = $1 AND distinct_id = ANY($2) RETURNING event_id)
+             DELETE FROM event_ids i USING gone WHERE i.project_id = $1 AND i.event_id = gone.event_id",
+            &[&project_id, &ids],
+        )
+        .await?;
+    let sessions = tx
+        .execute("DELETE FROM sessions WHERE project_id = $1 AND distinct_id = ANY($2)", &[&project_id, &ids])
+        .await?;
+    tx.execute(
+        "DELETE FROM persons WHERE project_id = $1 AND person_id IN
+           (SELECT person_id FROM person_distinct_ids WHERE project_id = $1 AND distinct_id = ANY($2))",
+        &[&project_id, &ids],
+    )
+    .await?;
+    tx.execute("DELETE FROM person_distinct_ids WHERE project_id = $1 AND distinct_id = ANY($2)", &[&project_id, &ids])
+        .await?;
+    tx.commit().await?;
+    forget_mapped();
+    Ok(Deleted { distinct_ids: ids, events, sessions })
+}
+
+/// The ids among `ids` whose person was deleted.
+pub async fn tombstoned(
+    pool: &deadpool_postgres::Pool,
+    project_id: i64,
+    ids: &[&str],
+) -> Result<HashSet<String>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let client = pool.get().await?;
+    let stmt = client
+        .prepare_cached("SELECT distinct_id FROM deleted_distinct_ids WHERE project_id = $1 AND distinct_id = ANY($2)")
+        .await?;
+    Ok(client.query(&stmt, &[&project_id, &ids]).await?.iter().map(|r| r.get(0)).collect())
 }

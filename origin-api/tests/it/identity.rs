@@ -108,3 +108,51 @@ async fn two_identified_persons_are_not_merged_by_an_identify() {
     send(&app, &[ev("identify", Some("alice"), Some("bob"), json!({}))]).await;
     assert_ne!(person(&app, "alice").await.0, person(&app, "bob").await.0);
 }
+
+#[tokio::test]
+async fn a_deleted_person_stays_deleted_when_a_retried_batch_arrives() {
+    let app = TestApp::start("gdpr_delete").await;
+    let history = vec![
+        ev("track", Some("anon-del"), None, json!({})),
+        ev("identify", Some("anon-del"), Some("user-del"), json!({"set": {"email": "x@example.com"}})),
+        ev("track", Some("anon-del"), Some("user-del"), json!({})),
+    ];
+    send(&app, &history).await;
+    send(&app, &[ev("track", Some("someone-else"), None, json!({}))]).await;
+    let (p, _, _) = person(&app, "user-del").await;
+    assert_eq!(events_of_person(&app, p).await, 3);
+
+    let url = app.url("/v1/persons/anon-del");
+    let res = app.http.delete(&url).bearer_auth(&app.project.read_key).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 403, "deletion needs the admin key");
+    let res = app.http.delete(&url).bearer_auth(&app.project.admin_key).send().await.unwrap();
+    let (status, body) = crate::support::read(res).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"], 3);
+    let mut ids: Vec<String> = serde_json::from_value(body["distinct_ids"].clone()).unwrap();
+    ids.sort();
+    assert_eq!(ids, ["anon-del", "user-del"], "every id of the person, found from one");
+
+    // The SDK retries the old batch (a lost answer), and a late event arrives.
+    let (status, answer) = app.post_batch(batch(&history), "application/json").await;
+    assert_eq!((status, answer["accepted"].as_i64()), (200, Some(3)), "acknowledged so it is not retried forever");
+    send(&app, &[ev("track", None, Some("user-del"), json!({}))]).await;
+    assert!(nexus_origin::store::persons::person_of(&app.pool, app.project.project_id, "user-del")
+        .await
+        .unwrap()
+        .is_none());
+    let client = app.pool.get().await.unwrap();
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM events WHERE distinct_id IN ('anon-del', 'user-del')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the person stays deleted");
+    assert_eq!(app.stored().await, 1, "other people's events are untouched");
+    let warned: i64 = client
+        .query_one("SELECT coalesce(sum(count), 0)::int8 FROM ingestion_warnings WHERE reason = 'person_deleted'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(warned, 4);
+}
