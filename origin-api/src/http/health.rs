@@ -26,7 +26,13 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text format.
+/// Prometheus text format. Pool usage is sampled at scrape time.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let status = state.pool.status();
+    let in_use = status.size.saturating_sub(status.available);
+    metrics::gauge!("nexus_origin_db_pool_connections", "state" => "in_use").set(in_use as f64);
+    metrics::gauge!("nexus_origin_db_pool_connections", "state" => "idle").set(status.available as f64);
+    metrics::gauge!("nexus_origin_db_pool_connections", "state" => "max").set(status.max_size as f64);
+    metrics::gauge!("nexus_origin_db_pool_waiting").set(status.waiting as f64);
     state.metrics.as_ref().map(|h| h.render()).unwrap_or_default()
 }

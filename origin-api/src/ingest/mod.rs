@@ -157,6 +157,7 @@ async fn write(
     events: &[EnrichedEvent],
     mut drops: Vec<store::warnings::Drop>,
 ) -> Result<usize, StoreError> {
+    let started = std::time::Instant::now();
     // Step "drop deleted persons": acknowledged (a retry would change nothing), never stored.
     let ids: Vec<&str> = events
         .iter()
@@ -183,6 +184,7 @@ async fn write(
     };
     let inserted = store::events::insert(pool, project_id, &kept).await?;
     metrics::counter!("nexus_origin_events_stored_total").increment(inserted.len() as u64);
+    metrics::histogram!("nexus_origin_ingest_batch_seconds").record(started.elapsed().as_secs_f64());
     drops.extend(kept.iter().filter(|e| !inserted.contains(&e.event.id)).map(|e| store::warnings::Drop {
         reason: DropReason::Duplicate.as_str(),
         field: None,

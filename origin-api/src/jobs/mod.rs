@@ -17,16 +17,19 @@ use crate::store::StoreError;
 pub enum Job {
     /// Creates the event partitions of this month and the next three ahead of time.
     CreatePartitions,
+    /// Deletes events and sessions older than each project's retention, and old warnings.
+    Retention,
 }
 
 impl Job {
     /// Every job.
-    pub const ALL: [Job; 1] = [Job::CreatePartitions];
+    pub const ALL: [Job; 2] = [Job::CreatePartitions, Job::Retention];
 
     /// Its row name in `jobs`.
     pub fn name(self) -> &'static str {
         match self {
             Job::CreatePartitions => "create_partitions",
+            Job::Retention => "retention",
         }
     }
 
@@ -34,6 +37,7 @@ impl Job {
     pub fn interval(self) -> chrono::Duration {
         match self {
             Job::CreatePartitions => chrono::Duration::hours(1),
+            Job::Retention => chrono::Duration::hours(1),
         }
     }
 }
@@ -48,6 +52,34 @@ async fn run_job(tx: &deadpool_postgres::Transaction<'_>, job: Job, now: DateTim
         Job::CreatePartitions => {
             for month in partition_months(now) {
                 tx.execute("SELECT nexus_ensure_event_partition($1)", &[&month]).await?;
+            }
+        }
+        Job::Retention => {
+            // Rows, not partitions: partitions are shared by all projects, retentions differ.
+            let events = tx
+                .execute(
+                    r#"WITH gone AS (
+                         DELETE FROM events e USING projects p
+                         WHERE e.project_id = p.project_id AND p.retention_days IS NOT NULL
+                           AND e."timestamp" < $1::timestamptz - make_interval(days => p.retention_days)
+                         RETURNING e.project_id, e.event_id)
+                       DELETE FROM event_ids i USING gone WHERE i.project_id = gone.project_id AND i.event_id = gone.event_id"#,
+                    &[&now],
+                )
+                .await?;
+            tx.execute(
+                "DELETE FROM sessions s USING projects p WHERE s.project_id = p.project_id AND p.retention_days IS NOT NULL
+                   AND s.ended_at < $1::timestamptz - make_interval(days => p.retention_days)",
+                &[&now],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM ingestion_warnings WHERE day < ($1::timestamptz - interval '90 days')::date",
+                &[&now],
+            )
+            .await?;
+            if events > 0 {
+                tracing::info!(events, "retention deleted expired events");
             }
         }
     }

@@ -186,6 +186,20 @@ pub async fn insert(pool: &Pool, project_id: i64, events: &[EnrichedEvent]) -> R
         return Ok(HashSet::new());
     }
     ensure_partitions(pool, events.iter().map(|e| e.timestamp)).await?;
+    match insert_once(pool, project_id, events).await {
+        // The partition cache was wrong (a partition dropped, or a different database behind
+        // the same process): forget it, make sure again, and retry once.
+        Err(StoreError::Db(e)) if e.code() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION) => {
+            tracing::warn!(error = %e, "missing partition despite the cache; re-checking partitions");
+            forget_partitions();
+            ensure_partitions(pool, events.iter().map(|e| e.timestamp)).await?;
+            insert_once(pool, project_id, events).await
+        }
+        other => other,
+    }
+}
+
+async fn insert_once(pool: &Pool, project_id: i64, events: &[EnrichedEvent]) -> Result<HashSet<Uuid>, StoreError> {
     // A fixed order (by id) for the rows this statement locks: two batches that share ids can
     // then never wait on each other in a cycle.
     let mut order: Vec<usize> = (0..events.len()).collect();

@@ -225,3 +225,30 @@ async fn eight_concurrent_writers_on_one_session_give_one_row_with_the_right_cou
     assert_eq!(rows[0].get::<_, String>(2), "2026-12-01 12:00:00+00");
     assert_eq!(rows[0].get::<_, String>(3), "2026-12-01 12:07:40+00");
 }
+
+#[tokio::test]
+async fn retention_deletes_only_what_is_older_than_the_projects_retention() {
+    let app = TestApp::start("retention").await;
+    let p = app.project.project_id;
+    let old = (Utc::now() - Duration::days(40)).to_rfc3339();
+    let recent = (Utc::now() - Duration::days(5)).to_rfc3339();
+    let evs: Vec<EnrichedEvent> = [(&old, "s-old"), (&recent, "s-new")]
+        .iter()
+        .map(|(at, s)| session_event("page", None, "/", at, s, None))
+        .collect();
+    store::events::insert(&app.pool, p, &evs).await.unwrap();
+    let client = app.pool.get().await.unwrap();
+    // No retention configured: nothing is deleted.
+    client.execute("UPDATE jobs SET next_run_at = now() - interval '1 second'", &[]).await.unwrap();
+    jobs::run_due(&app.pool, "r").await.unwrap();
+    assert_eq!(app.stored().await, 2);
+    client.execute("UPDATE projects SET retention_days = 30 WHERE project_id = $1", &[&p]).await.unwrap();
+    client.execute("UPDATE jobs SET next_run_at = now() - interval '1 second'", &[]).await.unwrap();
+    jobs::run_due(&app.pool, "r").await.unwrap();
+    assert_eq!(app.stored().await, 1);
+    let sessions: Vec<String> =
+        client.query("SELECT session_id FROM sessions", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(sessions, ["s-new"]);
+    let ids: i64 = client.query_one("SELECT count(*) FROM event_ids", &[]).await.unwrap().get(0);
+    assert_eq!(ids, 1);
+}
