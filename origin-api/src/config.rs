@@ -23,6 +23,28 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create a project and print its keys (shown once: only their hashes are stored).
     CreateProject(CreateProjectArgs),
+    /// Load historical events (NDJSON, one protocol event per line) through the ingest pipeline.
+    Import(ImportArgs),
+}
+
+/// `import` options.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The project's write key.
+    #[arg(long, env = "NEXUS_WRITE_KEY")]
+    pub key: String,
+    /// NDJSON file, one event per line (`-` for standard input).
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Events per write. Default 500.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Hide the progress bar (logs and scripts).
+    #[arg(long, default_value_t = false)]
+    pub quiet: bool,
+    /// Database settings.
+    #[command(flatten)]
+    pub db: DatabaseConfig,
 }
 
 /// `serve` options.

@@ -29,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
         Command::CreateProject(args) => rt.block_on(create_project(args)),
+        Command::Import(args) => rt.block_on(import(args)),
     }
 }
 
@@ -60,6 +61,68 @@ async fn create_project(args: CreateProjectArgs) -> anyhow::Result<()> {
     let db = open_database(&args.db).await?;
     let p = store::projects::create_project(&db.pool, &args.name, &args.timezone, &args.allowed_origins).await?;
     println!("{}", serde_json::to_string_pretty(&p)?);
+    Ok(())
+}
+
+/// `import`: streams an NDJSON file through the ingest pipeline in batches. Idempotent: a
+/// re-run stores nothing twice (event ids are the dedup key).
+async fn import(args: crate::config::ImportArgs) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let db = open_database(&args.db).await?;
+    let project = crate::ingest::authorize_write(store::projects::resolve_key(&db.pool, &args.key).await?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (reader, total): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) = if args.file.as_os_str() == "-" {
+        (Box::new(tokio::io::stdin()), None)
+    } else {
+        let f = tokio::fs::File::open(&args.file).await.with_context(|| format!("opening {}", args.file.display()))?;
+        let len = f.metadata().await?.len();
+        (Box::new(f), Some(len))
+    };
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = total.map(indicatif::ProgressBar::new).unwrap_or_else(indicatif::ProgressBar::new_spinner);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let (mut accepted, mut rejected, mut line_no, mut bad_lines) = (0usize, 0usize, 0usize, Vec::new());
+    let batch_size = args.batch.clamp(1, protocol::limits::MAX_EVENTS_PER_BATCH);
+    loop {
+        let mut batch = Vec::with_capacity(batch_size);
+        while batch.len() < batch_size {
+            let Some(line) = lines.next_line().await? else { break };
+            line_no += 1;
+            bar.inc(line.len() as u64 + 1);
+            if line.trim().is_empty() {
+                continue;
+            }
+            let verdict = protocol::validate::validate_event_json(&line);
+            if let Err(r) = &verdict {
+                if bad_lines.len() < 10 {
+                    bad_lines.push(format!("line {line_no}: {}", r.code));
+                }
+            }
+            batch.push(verdict);
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let (a, r) = crate::ingest::ingest_import(&db.pool, &project, batch, chrono::Utc::now())
+            .await
+            .map_err(|e| anyhow::anyhow!("writing a batch failed: {e}"))?;
+        accepted += a;
+        rejected += r;
+        bar.set_message(format!("{accepted} accepted, {rejected} rejected"));
+    }
+    bar.finish_and_clear();
+    for l in &bad_lines {
+        eprintln!("rejected {l}");
+    }
+    println!("{}", serde_json::json!({"lines": line_no, "accepted": accepted, "rejected": rejected}));
     Ok(())
 }
 

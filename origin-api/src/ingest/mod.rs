@@ -145,6 +145,29 @@ pub async fn ingest_forwarded(
     Ok(BatchResponse { accepted, rejected })
 }
 
+/// Import: events of historical NDJSON lines, already validated, written through the same
+/// write step (dedup, deleted persons, sessions, persons, warnings). Returns (accepted, rejected).
+pub async fn ingest_import(
+    pool: &Pool,
+    project: &ResolvedKey,
+    lines: Vec<Result<protocol::event::Event, protocol::validate::Rejection>>,
+    received_at: DateTime<Utc>,
+) -> Result<(usize, usize), IngestError> {
+    // Historical events are taken at their own timestamps: there is no send time to correct by.
+    let ctx = RequestContext { received_at, ..RequestContext::default() };
+    let mut events = Vec::with_capacity(lines.len());
+    let mut drops = Vec::new();
+    for line in lines {
+        match line {
+            Ok(ev) => events.push(forward::enrich(ev, &ctx)),
+            Err(rej) => drops.push(invalid_drop(rej.code, rej.field.map(str::to_owned))),
+        }
+    }
+    let rejected = drops.len();
+    let accepted = write(pool, project.project_id, &events, drops).await?;
+    Ok((accepted, rejected))
+}
+
 fn invalid_drop(code: RejectCode, field: Option<String>) -> store::warnings::Drop {
     store::warnings::Drop { reason: code.as_str(), field, event_id: None, name: None }
 }

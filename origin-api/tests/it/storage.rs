@@ -252,3 +252,49 @@ async fn retention_deletes_only_what_is_older_than_the_projects_retention() {
     let ids: i64 = client.query_one("SELECT count(*) FROM event_ids", &[]).await.unwrap().get(0);
     assert_eq!(ids, 1);
 }
+
+#[tokio::test]
+async fn import_cli_loads_ndjson_through_the_pipeline_idempotently() {
+    let app = TestApp::start("import_cli").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    let mut lines: Vec<String> = (0..250)
+        .map(|i| {
+            let mut e = event(&format!("imported_{}", i % 5));
+            e["timestamp"] = json!((Utc::now() - Duration::days(400 + i)).to_rfc3339());
+            e.to_string()
+        })
+        .collect();
+    lines.insert(10, "{not json".into());
+    lines.insert(20, json!({"id": "x", "type": "track"}).to_string());
+    lines.insert(30, String::new());
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nexus-origin"))
+            .args([
+                "import",
+                "--quiet",
+                "--batch",
+                "100",
+                "--key",
+                &app.project.write_key,
+                "--database-url",
+                &app.db_url,
+            ])
+            .arg("--file")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = run();
+    assert_eq!(first, json!({"lines": 253, "accepted": 250, "rejected": 2}));
+    assert_eq!(app.stored().await, 250);
+    let again = run();
+    assert_eq!(again["accepted"], 250, "a re-run is acknowledged");
+    assert_eq!(app.stored().await, 250, "and stores nothing twice");
+    let client = app.pool.get().await.unwrap();
+    let parts: i64 = client.query_one("SELECT count(DISTINCT tableoid) FROM events", &[]).await.unwrap().get(0);
+    assert!(parts >= 8, "historical months got their partitions ({parts})");
+}
