@@ -16,6 +16,13 @@ export interface InitOptions {
   flushIntervalMs?: number;
   /** Log every event and send to the console. Default false. */
   debug?: boolean;
+  /**
+   * `'pending'`: hold events in memory (nothing stored, nothing sent) until {@link optIn};
+   * {@link optOut} drops them. A grant is remembered for later pages. Default: granted.
+   */
+  consent?: 'pending' | 'granted';
+  /** Treat Do-Not-Track or Global Privacy Control as a refusal (as {@link optOut}). Default false. */
+  respectDnt?: boolean;
 }
 
 /**
@@ -45,6 +52,15 @@ export function page(properties?: Properties): void;
  * sets person properties from `traits`.
  */
 export function identify(userId: string, traits?: Properties): void;
+
+/** Consent given: stores and sends the events held while it was pending, and all later ones. */
+export function optIn(): void;
+
+/**
+ * Consent refused or withdrawn: forgets held and queued events and ids, removes what the SDK
+ * stored in `localStorage`, and records nothing until {@link optIn}.
+ */
+export function optOut(): void;
 
 /**
  * Sends everything queued now. Resolves once the collector answered; a failed send keeps its

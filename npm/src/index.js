@@ -6,7 +6,21 @@
 // were made, and replayed in order once it is. The wasm starts loading on the first call, not
 // on import, so importing the package costs nothing until it is used.
 
-import initWasm, * as core from '../wasm/nexus_sdk.js';
+import initWasm, { adopt, flush as flushCore, identify as identifyCore, init as initCore, optIn as optInCore, optOut as optOutCore, page as pageCore, track as trackCore } from '../wasm/nexus_sdk.js';
+
+// The core's functions by name, for replaying queued calls. Named imports rather than
+// `import * as core` and `core[name]`: a dynamic lookup keeps every export of the glue in the
+// bundle (`initSync` and its helpers too); with names, esbuild drops what is never called.
+const core = {
+  adopt,
+  flush: flushCore,
+  identify: identifyCore,
+  init: initCore,
+  optIn: optInCore,
+  optOut: optOutCore,
+  page: pageCore,
+  track: trackCore,
+};
 
 // Outside a browser (server-side rendering) every call is a harmless no-op.
 const inBrowser = typeof window !== 'undefined' && typeof WebAssembly !== 'undefined';
@@ -95,7 +109,7 @@ function replay({ name, args, resolve, reject }) {
       resolve?.();
       return;
     }
-    // @ts-ignore: the four remaining names are functions of the core with these arguments
+    // @ts-ignore: the remaining names are functions of the core with these arguments
     core[name](...args);
     resolve?.();
   } catch (error) {
@@ -148,6 +162,16 @@ export function page(properties) {
 export function identify(userId, traits) {
   if (ready) core.identify(userId, traits);
   else enqueue('identify', [userId, traits, Date.now()]);
+}
+
+/** Consent given: stores and sends what was held while consent was pending, and all after. */
+export function optIn() {
+  enqueue('optIn', []);
+}
+
+/** Consent refused or withdrawn: nothing more is recorded or sent, and the SDK's storage is cleared. */
+export function optOut() {
+  enqueue('optOut', []);
 }
 
 /** Sends everything queued now. Resolves when the collector answered (or the send failed and

@@ -21,6 +21,8 @@ pub trait Storage {
     fn get(&self, key: &str) -> Option<String>;
     /// Stores a value; failures (quota, disabled storage) are ignored by design.
     fn set(&self, key: &str, value: &str);
+    /// Removes a value (consent withdrawn: nothing may be left behind).
+    fn remove(&self, key: &str);
 }
 
 /// The ids stamped on every event, cached in memory and mirrored to a [`Storage`].
@@ -79,14 +81,41 @@ impl Identity {
             Some((id, last)) if now.saturating_sub(last) < SESSION_TIMEOUT_MS => id,
             _ => fresh(),
         };
-        let mut value = String::with_capacity(id.len() + 15);
-        value.push_str(&id);
-        value.push('|');
-        push_padded(&mut value, now, 1);
-        storage.set(SESSION_KEY, &value);
+        storage.set(SESSION_KEY, &session_value(&id, now));
         self.session = Some((id.clone(), now));
         id
     }
+}
+
+impl Identity {
+    /// Writes the ids held in memory to storage: consent was granted after they were made.
+    pub fn persist(&self, storage: &impl Storage) {
+        if let Some(id) = &self.anonymous_id {
+            storage.set(ANON_KEY, id);
+        }
+        if let Some(id) = &self.user_id {
+            storage.set(USER_KEY, id);
+        }
+        if let Some((id, last)) = &self.session {
+            storage.set(SESSION_KEY, &session_value(id, *last));
+        }
+    }
+
+    /// Forgets every id, in memory and in storage (consent withdrawn, or a logout).
+    pub fn forget(&mut self, storage: &impl Storage) {
+        for key in [ANON_KEY, USER_KEY, SESSION_KEY] {
+            storage.remove(key);
+        }
+        *self = Identity::new();
+    }
+}
+
+fn session_value(id: &str, last: u64) -> String {
+    let mut value = String::with_capacity(id.len() + 15);
+    value.push_str(id);
+    value.push('|');
+    push_padded(&mut value, last, 1);
+    value
 }
 
 /// Parses `<id>|<unix ms>`; `None` for anything else (a corrupt value starts a new session).
@@ -125,6 +154,9 @@ mod tests {
                 self.map.borrow_mut().insert(key.to_owned(), value.to_owned());
             }
         }
+        fn remove(&self, key: &str) {
+            self.map.borrow_mut().remove(key);
+        }
     }
 
     fn counter() -> impl FnMut() -> String {
@@ -161,6 +193,27 @@ mod tests {
         assert_eq!(identity.session_id(&storage, 2000, &mut fresh), "id-2");
         identity.set_user_id(&storage, "u1");
         assert_eq!(identity.user_id(&storage).as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn ids_made_before_consent_are_stored_on_grant_and_forgotten_on_denial() {
+        // Pending: a storage that keeps nothing stands for "memory only".
+        let nothing = MapStorage { broken: true, ..MapStorage::default() };
+        let storage = MapStorage::default();
+        let mut fresh = counter();
+        let mut identity = Identity::new();
+        let anon = identity.anonymous_id(&nothing, &mut fresh);
+        let session = identity.session_id(&nothing, 1000, &mut fresh);
+        identity.set_user_id(&nothing, "u1");
+        identity.persist(&storage);
+        assert_eq!(storage.get(ANON_KEY), Some(anon.clone()));
+        assert_eq!(storage.get(USER_KEY).as_deref(), Some("u1"));
+        assert_eq!(storage.get(SESSION_KEY), Some(format!("{session}|1000")));
+        // The next page load continues with the same ids.
+        assert_eq!(Identity::new().anonymous_id(&storage, &mut fresh), anon);
+        identity.forget(&storage);
+        assert!(storage.map.borrow().is_empty(), "nothing left behind");
+        assert_ne!(identity.anonymous_id(&storage, &mut fresh), anon, "a new person after forgetting");
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! Split in two so the logic is testable without a browser:
 //! - pure modules, compiled and unit-tested natively: [`queue`] (batching, retry, beacons behind
 //!   the `Transport` and `Clock` traits), [`identity`] (anonymous id, user id, session behind a
-//!   `Storage` trait) and [`wire`] (UUID v7, timestamps, argument checks);
+//!   `Storage` trait), [`consent`] (what may be stored and sent) and [`wire`] (UUID v7,
+//!   timestamps, argument checks);
 //! - `web` (wasm32 only): the web-sys implementations of those traits, the page context, the
 //!   event builder and the functions exported to JavaScript (`init`, `track`, `page`,
-//!   `identify`, `flush`), proven by `tests/browser.rs` in headless Chromium.
+//!   `identify`, `flush`, `optIn`, `optOut`, `adopt`), proven by `tests/browser.rs` in headless
+//!   Chromium and by the Playwright tests in npm/test/.
 //!
 //! The npm package in `npm/` wraps the wasm-bindgen output with a small loader.
 
+pub mod consent;
 pub mod identity;
 pub mod queue;
 pub mod wire;

@@ -16,7 +16,7 @@
 //! Sending is callback-based rather than `async`: a Rust executor in the wasm
 //! (wasm-bindgen-futures) costs about 2 KiB gzipped, a tenth of the budget, for one loop.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -230,9 +230,18 @@ impl Queue {
     /// beaconed ones included, since their answer never came. Lines that are not a JSON object
     /// (a damaged value) are skipped: the server would refuse them.
     pub fn load(&mut self, saved: &str) {
-        for line in saved.split('\n') {
-            if line.starts_with('{') && line.ends_with('}') {
-                self.add(line.to_owned());
+        // By bytes and `get`, not `str::split` or indexing: their panic paths bring `core::fmt`
+        // into the wasm (see `wire::parse_u64`). `\n` is ASCII, so every cut is a char boundary.
+        let mut start = 0;
+        for (i, &b) in saved.as_bytes().iter().chain(b"\n").enumerate() {
+            if b == b'\n' {
+                if let Some(line) = saved.get(start..i) {
+                    let bytes = line.as_bytes();
+                    if bytes.first() == Some(&b'{') && bytes.last() == Some(&b'}') {
+                        self.add(line.to_owned());
+                    }
+                }
+                start = i + 1;
             }
         }
     }
@@ -267,6 +276,12 @@ impl Queue {
     /// True when a send may start at `now`: something waits and no retry delay is running.
     pub fn due(&self, now: u64) -> bool {
         now >= self.retry_at && !self.is_empty()
+    }
+
+    /// Forgets every event (consent withdrawn).
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.bytes = 0;
     }
 
     /// Ends the retry delay (the browser says it is back online).
@@ -310,19 +325,22 @@ impl Queue {
         }
     }
 
-    /// Removes the events `gone` picks; returns how many.
-    fn remove(&mut self, gone: impl Fn(&Pending) -> bool) -> usize {
-        let before = self.events.len();
-        let mut bytes = self.bytes;
-        self.events.retain(|e| {
-            let keep = !gone(e);
-            if !keep {
-                bytes -= e.json.len();
+    /// Removes the events `gone` picks; returns how many. `dyn`, so the three callers share
+    /// one copy of the loop in the wasm.
+    ///
+    /// Rebuilds the deque rather than calling `VecDeque::retain`, whose index assertions
+    /// bring panic formatting into the wasm; the queue is small and this runs once per answer.
+    fn remove(&mut self, gone: &dyn Fn(&Pending) -> bool) -> usize {
+        let mut removed = 0;
+        for event in std::mem::take(&mut self.events) {
+            if gone(&event) {
+                self.bytes -= event.json.len();
+                removed += 1;
+            } else {
+                self.events.push_back(event);
             }
-            keep
-        });
-        self.bytes = bytes;
-        before - self.events.len()
+        }
+        removed
     }
 
     /// Takes the oldest waiting events that fit in one body of at most `max_bytes` (and at most
@@ -364,12 +382,12 @@ impl Queue {
         let n = batch.len;
         if outcome.delivered() {
             self.failures = 0;
-            self.remove(|e| e.flight == flight || (e.beaconed && e.flight < flight));
+            self.remove(&|e| e.flight == flight || (e.beaconed && e.flight < flight));
             self.delivered = self.delivered.saturating_add(n as u32);
             return Settled::Delivered(n);
         }
         if !outcome.retryable() {
-            let gone = self.remove(|e| e.flight == flight);
+            let gone = self.remove(&|e| e.flight == flight);
             self.drops.add(DropReason::Refused, gone as u32);
             return Settled::Dropped(n, DropReason::Refused);
         }
@@ -383,7 +401,7 @@ impl Queue {
             event.flight = 0;
             event.attempts = event.attempts.saturating_add(u8::from(counts));
         }
-        let exhausted = self.remove(|e| e.flight == 0 && e.attempts >= max_attempts);
+        let exhausted = self.remove(&|e| e.flight == 0 && e.attempts >= max_attempts);
         self.drops.add(DropReason::Exhausted, exhausted as u32);
         if exhausted == n {
             Settled::Dropped(n, DropReason::Exhausted)
@@ -434,6 +452,8 @@ pub struct Sender<T, C, S> {
     pub clock: C,
     /// Where the queue survives a reload.
     pub storage: S,
+    /// False while consent is pending or denied: nothing is sent, not even beacons.
+    pub sending: Cell<bool>,
     /// The storage key of this sender's queue: [`QUEUE_KEY`], or `nexus_queue:<tab>` when each
     /// tab keeps its own (see npm/src/index.js: a tab never sends another live tab's events).
     key: String,
@@ -446,14 +466,20 @@ impl<T: Transport + 'static, C: Clock + 'static, S: Storage + 'static> Sender<T,
         if let Some(saved) = storage.get(&key) {
             queue.load(&saved);
         }
-        Rc::new(Sender { queue: RefCell::new(queue), transport, clock, storage, key })
+        Rc::new(Sender { queue: RefCell::new(queue), transport, clock, storage, sending: Cell::new(true), key })
     }
 
     /// Writes the queue to storage. Called after every change, not at unload: a tab that
     /// crashes or is killed gets no unload event.
-    fn persist(&self) {
+    pub fn persist(&self) {
         let saved = self.queue.borrow().snapshot();
         self.storage.set(&self.key, &saved);
+    }
+
+    /// Forgets every event, in memory and in storage (consent withdrawn).
+    pub fn forget(&self) {
+        self.queue.borrow_mut().clear();
+        self.storage.remove(&self.key);
     }
 
     /// Takes over the queue another tab left (a [`Queue::snapshot`]) and stores it as ours.
@@ -486,7 +512,7 @@ impl<T: Transport + 'static, C: Clock + 'static, S: Storage + 'static> Sender<T,
         let now = self.clock.now_ms();
         let batch = {
             let mut queue = self.queue.borrow_mut();
-            if queue.due(now) {
+            if self.sending.get() && queue.due(now) {
                 queue.take_batch(MAX_BATCH_BYTES, now)
             } else {
                 None
@@ -522,7 +548,7 @@ impl<T: Transport + 'static, C: Clock + 'static, S: Storage + 'static> Sender<T,
     /// events stay stored (see the module comment), so nothing needs writing here.
     pub fn flush_beacon(&self) -> usize {
         let mut sent = 0;
-        loop {
+        while self.sending.get() {
             let batch = self.queue.borrow_mut().take_batch(BEACON_MAX_BYTES, self.clock.now_ms());
             let Some(batch) = batch else { break };
             if self.transport.beacon(&batch.body) {
@@ -541,7 +567,6 @@ impl<T: Transport + 'static, C: Clock + 'static, S: Storage + 'static> Sender<T,
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::cell::Cell;
     use std::collections::{HashMap, HashSet};
 
     use protocol::envelope::parse_batch;
@@ -572,6 +597,9 @@ mod tests {
         }
         fn set(&self, key: &str, value: &str) {
             self.0.borrow_mut().insert(key.to_owned(), value.to_owned());
+        }
+        fn remove(&self, key: &str) {
+            self.0.borrow_mut().remove(key);
         }
     }
 
@@ -1020,6 +1048,25 @@ mod tests {
         flush_now(&b);
         assert_eq!(b.transport.accepted_ids(), [expected_ids(1..2), expected_ids(0..1), expected_ids(2..3)].concat());
         assert_eq!(storage.get("nexus_queue:b").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn nothing_leaves_while_sending_is_off_and_forget_leaves_nothing() {
+        let transport = FakeTransport::default();
+        transport.beacon_quota.set(10);
+        let s = sender(Config { flush_at: 1, ..Config::default() }, transport);
+        s.sending.set(false);
+        assert!(push(&s, 0), "due by count ...");
+        assert_eq!(flush_now(&s), Flushed::default(), "... but held");
+        assert_eq!(s.flush_beacon(), 0);
+        s.sending.set(true);
+        assert_eq!(flush_now(&s).delivered, 1);
+        push(&s, 1);
+        s.forget();
+        assert_eq!(s.queue.borrow().kept(), 0);
+        assert_eq!(s.storage.get(QUEUE_KEY), None);
+        assert!(s.transport.beacons.borrow().is_empty());
+        assert_eq!(s.transport.accepted_ids(), expected_ids(0..1));
     }
 
     /// Starts a flush whose request stays unanswered.

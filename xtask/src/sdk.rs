@@ -42,6 +42,21 @@ const WASM_FEATURES: [&str; 6] = [
     "--enable-reference-types",
     "--enable-sign-ext",
 ];
+/// wasm-opt passes and facts it may assume (together about 150 B gzipped off plain -Oz).
+const WASM_OPT_FLAGS: [&str; 7] = [
+    "-Oz",
+    // Repeats the passes while they still shrink the module.
+    "--converge",
+    // Rust's wasm32 layout puts the stack first, from address 0 up to 1 MiB, and data after it:
+    // the first 1 KiB is never a static address, so constant offsets can fold into loads.
+    "--low-memory-unused",
+    // The module defines its memory (not imported), so it starts zeroed: zero-filled data
+    // segments can go.
+    "--zero-filled-memory",
+    "--strip-debug",
+    "--strip-producers",
+    "--strip-target-features",
+];
 /// Gzipped budget of everything a page downloads: wasm + bundled loader and glue (the SDK has
 /// 20 KiB, see the `wasm-release` profile in Cargo.toml).
 const BUDGET_BYTES: usize = 20 * 1024;
@@ -73,13 +88,10 @@ fn build_stages(ctx: &Ctx, times: &mut Vec<(String, std::time::Duration)>) -> Re
         if !wasm_opt.exists() {
             bail!("{} is missing: run `npm ci` at the workspace root", wasm_opt.display());
         }
-        cmd!(
-            sh,
-            "{wasm_opt} {WASM_FEATURES...} -Oz --strip-debug --strip-producers --strip-target-features -o {OUT_WASM} {OUT_WASM}"
-        )
-        .run()?;
+        cmd!(sh, "{wasm_opt} {WASM_FEATURES...} {WASM_OPT_FLAGS...} -o {OUT_WASM} {OUT_WASM}").run()?;
         Ok(())
     })?;
+    stage(times, "sdk: short import and export names", || minify_names(ctx))?;
     stage(times, "sdk: esbuild bundle", || {
         let esbuild = ctx.node_bin("esbuild");
         // The wasm stays a separate file, found by `new URL('../wasm/…', import.meta.url)`,
@@ -88,6 +100,73 @@ fn build_stages(ctx: &Ctx, times: &mut Vec<(String, std::time::Duration)>) -> Re
         Ok(())
     })?;
     report_size(sh)
+}
+
+/// Renames the wasm's imports, exports and import module to one or two letters, and the glue
+/// to match.
+///
+/// wasm-bindgen names each import `__wbg_<name>_<16 hex digits of hash>`, and both the wasm and
+/// the glue spell every name out: about 900 B gzipped of the budget for names nobody reads (the
+/// hashes do not compress). wasm-opt's `--minify-imports-and-exports-and-modules` renames them in
+/// the wasm and prints the mapping; the glue is rewritten from it here: the keys of its imports
+/// object, its import module name and every `wasm.<export>` it calls. Anything it cannot map
+/// fails the build rather than ship a glue that does not fit the wasm.
+fn minify_names(ctx: &Ctx) -> Result<()> {
+    let sh = &ctx.sh;
+    let wasm_opt = ctx.node_bin("wasm-opt");
+    let map =
+        cmd!(sh, "{wasm_opt} {WASM_FEATURES...} --minify-imports-and-exports-and-modules -o {OUT_WASM} {OUT_WASM}")
+            .read()?;
+    // Lines `["module", "old", "new"],` (imports) and `["old", "new"],` (exports).
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    for line in map.lines() {
+        let quoted: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+        match quoted.as_slice() {
+            [module, old, new] => imports.push((*module, *old, *new)),
+            [old, new] => exports.push((*old, *new)),
+            _ => {}
+        }
+    }
+    if imports.is_empty() || exports.is_empty() {
+        bail!("wasm-opt printed no name mapping: {map}");
+    }
+    let mut glue = sh.read_file(OUT_GLUE)?;
+    // All imports come from the one glue module, which wasm-opt renames to `a`.
+    let module = "\"./nexus_sdk_bg.js\": import0";
+    if imports.iter().any(|(m, _, _)| *m != "./nexus_sdk_bg.js") || glue.matches(module).count() != 1 {
+        bail!("unexpected import modules in the wasm-bindgen output");
+    }
+    glue = glue.replace(module, "a: import0");
+    for (_, old, new) in &imports {
+        let key = format!("        {old}: function");
+        if glue.matches(&key).count() != 1 {
+            bail!("import {old} is not in the glue's imports object");
+        }
+        glue = glue.replace(&key, &format!("        {new}: function"));
+    }
+    // `wasm.<export>`, matched as a whole identifier (`__wbindgen_export` vs `…export2`).
+    let mut out = String::with_capacity(glue.len());
+    let mut rest = glue.as_str();
+    while let Some(at) = rest.find("wasm.") {
+        let (before, after) = rest.split_at(at + 5);
+        out.push_str(before);
+        let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$')).unwrap_or(after.len());
+        let (name, tail) = after.split_at(end);
+        match exports.iter().find(|(old, _)| *old == name) {
+            Some((_, new)) => out.push_str(new),
+            None => bail!("the glue calls wasm.{name}, which the wasm does not export"),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    // The module name must be what the glue now says.
+    let check = format!(
+        "const m = new WebAssembly.Module(require('fs').readFileSync('{OUT_WASM}')); \
+         if (WebAssembly.Module.imports(m).some((i) => i.module !== 'a')) process.exit(1)"
+    );
+    cmd!(sh, "node -e {check}").run().context("the minified wasm imports from a module other than `a`")?;
+    sh.write_file(OUT_GLUE, out)?;
+    Ok(())
 }
 
 /// gzip -9 size of a file, as a page would download it from a server that compresses.

@@ -1,4 +1,5 @@
-//! The functions exported to JavaScript: `init`, `track`, `page`, `identify`, `flush`.
+//! The functions exported to JavaScript: `init`, `track`, `page`, `identify`, `flush`,
+//! `optIn`, `optOut`, and `adopt` (the loader's hand-over of a closed tab's queue).
 //!
 //! Argument mistakes throw a real JS `Error` (`js_sys::Error`) with a `nexus:` prefix, so they
 //! show up with a stack in the developer's console. Delivery problems never throw: they are
@@ -11,10 +12,9 @@
 //! and the loader (npm/src/index.js) turns it into the Promise users see, which keeps a Rust
 //! future executor out of the wasm.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
-use gloo_timers::callback::Interval;
 use js_sys::{Error, Function, Object, JSON};
 use protocol::limits::{MAX_EVENTS_PER_BATCH, MAX_EVENT_BYTES};
 use protocol::{EventType, BATCH_PATH, KEY_PARAM};
@@ -23,7 +23,8 @@ use web_sys::EventTarget;
 
 use super::context::{self, get, global, put, with_global, Statics};
 use super::platform::{log, new_id, DateClock, Fetch, LocalStore};
-use crate::identity::Identity;
+use crate::consent::{Consent, CONSENT_KEY, GRANTED};
+use crate::identity::{Identity, Storage};
 use crate::queue::{Clock, Config, Flushed, Queue, Sender, QUEUE_KEY};
 use crate::wire::{rfc3339_ms, valid_id, valid_name};
 
@@ -32,10 +33,19 @@ type WebSender = Sender<Fetch, DateClock, LocalStore>;
 /// Messages are short on purpose: each byte ships in the wasm. The npm types document the rules.
 const PROPS_ERROR: &str = "nexus: properties must be a plain object";
 
+#[wasm_bindgen]
+extern "C" {
+    /// `setInterval` itself rather than gloo-timers: the SDK never clears its one timer, and
+    /// gloo's `Interval` brings a `clearInterval` import and drop glue along.
+    #[wasm_bindgen(js_name = setInterval)]
+    fn set_interval(handler: &JsValue, ms: u32);
+}
+
 /// Everything `init` sets up.
 struct Sdk {
     sender: Rc<WebSender>,
     identity: RefCell<Identity>,
+    consent: Cell<Consent>,
     statics: Statics,
     debug: bool,
 }
@@ -97,10 +107,8 @@ pub fn init(options: JsValue, tab: Option<String>) -> Result<(), Error> {
         v if v.is_undefined() || v.is_null() => String::new(),
         v => v.as_string().ok_or_else(|| Error::new("nexus: endpoint must be a string"))?,
     };
-    let flush_at =
-        int_option(&options, "flushAt", 20, 1, MAX_EVENTS_PER_BATCH as u32, "nexus: flushAt must be 1..1000")?;
-    let interval =
-        int_option(&options, "flushIntervalMs", 5000, 1, 86_400_000, "nexus: flushIntervalMs must be 1..86400000")?;
+    let flush_at = int_option(&options, "flushAt", 20, 1, MAX_EVENTS_PER_BATCH as u32, "nexus: bad flushAt")?;
+    let interval = int_option(&options, "flushIntervalMs", 5000, 1, 86_400_000, "nexus: bad flushIntervalMs")?;
     let debug = get(&options, "debug").is_truthy();
 
     // `<endpoint without trailing slashes>/v1/batch?key=<key>`
@@ -119,7 +127,7 @@ pub fn init(options: JsValue, tab: Option<String>) -> Result<(), Error> {
     let config = Config { flush_at: flush_at as usize, retry_base_ms: u64::from(interval), ..Config::default() };
     if debug {
         // The key in the URL is the public write key: fine to show.
-        log("ready, sending to", &JsValue::from_str(&url));
+        log("ready", &JsValue::from_str(&url));
     }
     // Takes in what earlier pages left unsent; the first tick sends it.
     let mut key = String::from(QUEUE_KEY);
@@ -129,7 +137,27 @@ pub fn init(options: JsValue, tab: Option<String>) -> Result<(), Error> {
     }
     let sender = Sender::new(Queue::new(config), Fetch::new(url), DateClock, LocalStore::open(), key);
     watch_page(&sender, interval, debug);
-    let sdk = Sdk { sender, identity: RefCell::new(Identity::new()), statics: Statics::collect(), debug };
+    // Consent: `consent: "pending"` holds events in memory until `optIn`, unless an earlier
+    // page stored a grant; `respectDnt: true` denies when the browser sends Do-Not-Track or
+    // Global Privacy Control.
+    let navigator = global("navigator");
+    let signal = get(&options, "respectDnt").is_truthy()
+        && (get(&navigator, "doNotTrack").as_string().as_deref() == Some("1")
+            || get(&navigator, "globalPrivacyControl").is_truthy());
+    let wait = get(&options, "consent").as_string().as_deref() == Some("pending");
+    let consent = Consent::initial(wait, sender.storage.get(CONSENT_KEY).as_deref(), signal);
+    sender.storage.writes.set(consent.granted());
+    sender.sending.set(consent.granted());
+    let sdk = Sdk {
+        sender,
+        identity: RefCell::new(Identity::new()),
+        consent: Cell::new(consent),
+        statics: Statics::collect(),
+        debug,
+    };
+    if consent == Consent::Denied {
+        sdk.deny(); // a privacy signal: also clears what earlier pages stored
+    }
     SDK.with(|cell| cell.set(Rc::new(sdk)).ok()).unwrap_or_default();
     Ok(())
 }
@@ -169,6 +197,30 @@ pub fn identify(user_id: JsValue, traits: JsValue, at: Option<f64>) -> Result<()
     sdk.record(EventType::Identify, None, None, traits, at)
 }
 
+/// Consent given: stores and sends what was held, and everything after. Remembered for the
+/// next pages.
+#[wasm_bindgen(js_name = optIn)]
+pub fn opt_in() -> Result<(), Error> {
+    let sdk = sdk()?;
+    sdk.consent.set(Consent::Granted);
+    let sender = &sdk.sender;
+    sender.storage.writes.set(true);
+    sender.storage.set(CONSENT_KEY, GRANTED);
+    sdk.identity.borrow().persist(&sender.storage);
+    sender.persist();
+    sender.sending.set(true);
+    flush_in_background(sender, sdk.debug);
+    Ok(())
+}
+
+/// Consent refused or withdrawn: forgets every event and id, removes everything the SDK
+/// stored, and records nothing more until `optIn`.
+#[wasm_bindgen(js_name = optOut)]
+pub fn opt_out() -> Result<(), Error> {
+    sdk()?.deny();
+    Ok(())
+}
+
 /// Takes over the stored queue of a tab that is gone (the loader checked, under that tab's
 /// lock, that it is). Its events are sent with this tab's next batch.
 #[wasm_bindgen]
@@ -196,6 +248,16 @@ pub fn flush(done: JsValue) -> Result<(), Error> {
 }
 
 impl Sdk {
+    fn deny(&self) {
+        self.consent.set(Consent::Denied);
+        let sender = &self.sender;
+        sender.sending.set(false);
+        sender.storage.writes.set(false);
+        sender.forget();
+        self.identity.borrow_mut().forget(&sender.storage);
+        sender.storage.remove(CONSENT_KEY);
+    }
+
     fn record(
         &self,
         kind: EventType,
@@ -204,24 +266,11 @@ impl Sdk {
         set: Option<JsValue>,
         at: Option<f64>,
     ) -> Result<(), Error> {
+        if !self.consent.get().records() {
+            return Ok(()); // denied: not an error of the caller's, just nothing to do
+        }
         let now = DateClock.now_ms();
         let at = at.filter(|t| t.is_finite() && *t > 0.0).map_or(now, |t| t as u64);
-        // Events the queue gave up on since the last event (full queue, refused, retries used
-        // up) are reported on this one, so the loss shows in the data, not only in a console.
-        let dropped = self.sender.queue.borrow_mut().unreported_drops();
-        let properties = match (dropped, properties) {
-            (0, properties) => properties,
-            (n, properties) => {
-                if self.debug {
-                    log("dropped", &JsValue::from(n));
-                }
-                // A copy: the caller's object is theirs.
-                let copy =
-                    Object::assign(&Object::new(), properties.as_ref().map_or(&Object::new(), |p| p.unchecked_ref()));
-                put(&copy, "$dropped", &JsValue::from(n));
-                Some(copy.into())
-            }
-        };
         let json = self.build(kind, name, properties, set, at)?;
         if json.len() > MAX_EVENT_BYTES {
             return Err(Error::new("nexus: event over 32 KiB"));
@@ -268,10 +317,16 @@ impl Sdk {
         if let Some(set) = set {
             put(&event, "set", &set);
         }
-        put(&event, "context", &context::collect(&self.statics));
-        JSON::stringify(&event)
-            .map(String::from)
-            .map_err(|_| Error::new("nexus: properties must be JSON (no BigInt, no cycles)"))
+        let ctx = context::collect(&self.statics);
+        // Events the queue gave up on since the last event (full queue, refused, retries used
+        // up) are reported on this one as `context.dropped`, so the loss shows in the data, not
+        // only in a console. In the context, not the properties: those are the caller's object.
+        let dropped = self.sender.queue.borrow_mut().unreported_drops();
+        if dropped > 0 {
+            put(&ctx, "dropped", &JsValue::from(dropped));
+        }
+        put(&event, "context", &ctx);
+        JSON::stringify(&event).map(String::from).map_err(|_| Error::new("nexus: properties must be JSON"))
     }
 }
 
@@ -288,7 +343,7 @@ fn log_report(report: Flushed) {
         log("sent", &JsValue::from(report.delivered as u32));
     }
     if report.requeued > 0 {
-        log("kept for retry", &JsValue::from(report.requeued as u32));
+        log("retry", &JsValue::from(report.requeued as u32));
     }
     if report.dropped > 0 {
         log("dropped", &JsValue::from(report.dropped as u32));
@@ -304,7 +359,9 @@ fn log_report(report: Flushed) {
 fn watch_page(sender: &Rc<WebSender>, interval: u32, debug: bool) {
     let timer = Rc::clone(sender);
     // The interval also sends retries, once their backoff is over (`Sender::flush` checks).
-    Interval::new(interval, move || flush_in_background(&timer, debug)).forget();
+    let tick = Closure::<dyn FnMut()>::new(move || flush_in_background(&timer, debug));
+    set_interval(tick.as_ref(), interval);
+    tick.forget();
 
     // Back online: the backoff grew while offline, but the network is there now.
     let on_online = {

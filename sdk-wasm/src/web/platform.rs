@@ -1,6 +1,8 @@
 //! web-sys implementations of the pure traits: `fetch`/`sendBeacon` transport, `Date.now`
 //! clock (with `crypto.getRandomValues` for jitter), `localStorage` storage, and ids.
 
+use std::cell::Cell;
+
 use js_sys::{Date, Function, Object};
 use protocol::retry::should_retry;
 use wasm_bindgen::prelude::*;
@@ -111,16 +113,21 @@ impl Clock for DateClock {
 }
 
 /// `window.localStorage`, or nothing when the browser refuses it (then ids live in memory only).
+///
+/// `writes` is off while consent is pending or denied: then every value lives in memory only,
+/// and nothing reaches the disk.
 #[derive(Debug)]
 pub struct LocalStore {
     inner: Option<web_sys::Storage>,
+    /// Whether `set` writes (see above).
+    pub writes: Cell<bool>,
 }
 
 impl LocalStore {
     /// Opens `localStorage`; never fails (reading the property itself can throw a SecurityError).
     pub fn open() -> LocalStore {
         let storage = global("localStorage");
-        LocalStore { inner: storage.is_object().then(|| storage.unchecked_into()) }
+        LocalStore { inner: storage.is_object().then(|| storage.unchecked_into()), writes: Cell::new(true) }
     }
 }
 
@@ -130,9 +137,15 @@ impl Storage for LocalStore {
     }
 
     fn set(&self, key: &str, value: &str) {
-        if let Some(storage) = &self.inner {
+        if let Some(storage) = self.inner.as_ref().filter(|_| self.writes.get()) {
             // A full quota or disabled storage must not break tracking: the value stays in memory.
             let _ = storage.set_item(key, value);
+        }
+    }
+
+    fn remove(&self, key: &str) {
+        if let Some(storage) = &self.inner {
+            let _ = storage.remove_item(key);
         }
     }
 }
