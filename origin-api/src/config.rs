@@ -133,4 +133,11 @@ pub struct IngestConfig {
     /// Create a demo project on first start and keep its keys in `<data-dir>/demo-keys.json`.
     #[arg(long, env = "NEXUS_DEMO", default_value_t = false)]
     pub demo: bool,
+    /// Proxies (CIDR, repeatable or comma-separated) whose `X-Forwarded-For` is believed for direct
+    /// ingest. Default: none (the peer address is the client).
+    #[arg(long = "trusted-proxy", env = "NEXUS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// MaxMind-format database (GeoLite2, DB-IP) for the geo of direct ingest. Default: no geo.
+    #[arg(long, env = "NEXUS_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
 }

@@ -186,6 +186,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         edge_secret: args.ingest.edge_secret.clone().map(|s| Arc::new(s.into_bytes())),
         signature_window_secs: args.ingest.signature_window_secs,
         metrics,
+        trusted_proxies: Arc::new(args.ingest.trusted_proxies.clone()),
+        geoip: match &args.ingest.geoip_db {
+            Some(path) => Some(Arc::new(crate::ingest::geoip::GeoIp::open(path)?)),
+            None => None,
+        },
     };
     // Jobs run on every replica; the jobs table makes sure each due job runs once.
     let runner = format!("{}:{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "origin".into()), std::process::id());

@@ -91,9 +91,16 @@ pub async fn direct_batch(State(state): State<AppState>, req: Request) -> Respon
         envelope::check_content_type(header_str(&req.headers, "content-type"))?;
         let project = resolve_write_key(&state, &key).await?;
         allow = allowed_origin(&req.headers, &project)?;
+        let peer = req.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let ip = peer
+            .map(|p| ingest::client::client_ip(p, header_str(&req.headers, "x-forwarded-for"), &state.trusted_proxies));
         let direct = DirectRequest {
             received_at: Utc::now(),
-            ip: req.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default(),
+            ip: ip.map(|i| i.to_string()).unwrap_or_default(),
+            geo: match (&state.geoip, ip) {
+                (Some(db), Some(ip)) => db.lookup(ip),
+                _ => Default::default(),
+            },
             user_agent: header_str(&req.headers, "user-agent").map(str::to_owned),
         };
         let content_type = header_str(&req.headers, "content-type").map(str::to_owned);

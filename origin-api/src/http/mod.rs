@@ -29,6 +29,10 @@ pub struct AppState {
     pub signature_window_secs: i64,
     /// Renders `/metrics`.
     pub metrics: Option<PrometheusHandle>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// Geo database for direct ingest.
+    pub geoip: Option<Arc<crate::ingest::geoip::GeoIp>>,
 }
 
 /// The service's routes.

@@ -8,7 +8,9 @@
 //! An event is acknowledged only after its transaction committed.
 
 pub mod channel;
+pub mod client;
 pub mod enrich;
+pub mod geoip;
 pub mod identity;
 
 use chrono::{DateTime, Utc};
@@ -82,8 +84,10 @@ pub fn decode(
 pub struct DirectRequest {
     /// Receipt time.
     pub received_at: DateTime<Utc>,
-    /// Client IP (used for the visitor hash only, never stored).
+    /// Client IP (used for the visitor hash and geo only, never stored).
     pub ip: String,
+    /// Geo of the client IP, when a database is configured.
+    pub geo: forward::Geo,
     /// User agent.
     pub user_agent: Option<String>,
 }
@@ -98,13 +102,13 @@ pub async fn ingest_direct(
     // Step "parse & validate".
     let parsed = envelope::parse_batch(body)?;
     let mut rejected = parsed.rejected();
-    // Step "enrich at origin": skew, visitor hash, bot flag. Geo needs a MaxMind file (later).
+    // Step "enrich at origin": skew, visitor hash, bot flag, geo (looked up by the caller).
     let salt = store::events::daily_salt(pool, req.received_at.date_naive()).await?;
     let ua = req.user_agent.as_deref().unwrap_or("");
     let ctx = RequestContext {
         received_at: req.received_at,
         sent_at: parsed.sent_at,
-        geo: Default::default(),
+        geo: req.geo.clone(),
         visitor_hash: Some(protocol::visitor::visitor_hash(&salt, project.project_id, &req.ip, ua)),
         bot: protocol::bot::is_bot_user_agent(req.user_agent.as_deref()),
         user_agent: req.user_agent.clone(),

@@ -271,3 +271,39 @@ async fn drops_are_visible_to_the_project_as_ingestion_warnings() {
     let res = app.http.get(app.url("/v1/ingestion/warnings")).bearer_auth(&app.project.write_key).send().await.unwrap();
     assert_eq!(code(&read(res).await.1), "insufficient_scope");
 }
+
+#[tokio::test]
+async fn direct_ingest_geo_from_maxmind_through_trusted_proxies_only() {
+    let app = TestApp::start("geo_direct").await;
+    // The test origin trusts 127.0.0.1 (the test client's address) as a proxy.
+    let post = |xff: &'static str, name: &'static str| {
+        let app = &app;
+        async move {
+            app.http
+                .post(app.url(&format!("/v1/batch?key={}", app.project.write_key)))
+                .header("content-type", "application/json")
+                .header("x-forwarded-for", xff)
+                .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36")
+                .body(batch(&[event(name)]))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // 1.1.1.1 (Cloudflare, AU in DB-IP), forged left part ignored; 8.8.8.8 is Google (US).
+    post("8.8.8.8, 1.1.1.1", "via_proxy").await;
+    let client = app.pool.get().await.unwrap();
+    let row = client.query_one("SELECT country, visitor_hash FROM events WHERE name = 'via_proxy'", &[]).await.unwrap();
+    let country: Option<String> = row.get(0);
+    assert!(country.is_some(), "a country from the mmdb");
+    assert_ne!(country.as_deref(), Some("US"), "the forged left-most hop is not believed");
+    let raw_ip_stored: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE geo::text LIKE '%1.1.1.1%' OR properties::text LIKE '%1.1.1.1%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(raw_ip_stored, 0);
+}

