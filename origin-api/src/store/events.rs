@@ -346,9 +346,24 @@ pub async fn events_per_day(
     Ok(rows.iter().map(|r| DayCount { day: r.get(0), events: r.get(1) }).collect())
 }
 
+/// Today's salt, cached in the process: it changes once a day, and asking the database on every
+/// request cost three statements per batch.
+static SALT: Mutex<Option<(NaiveDate, Vec<u8>)>> = Mutex::new(None);
+
 /// The random salt of `day` for visitor hashes, made on first use by whichever replica asks
-/// first (`ON CONFLICT DO NOTHING` makes the race harmless).
+/// first (`ON CONFLICT DO NOTHING` makes the race harmless, so every replica hashes alike).
 pub async fn daily_salt(pool: &Pool, day: NaiveDate) -> Result<Vec<u8>, StoreError> {
+    if let Some((d, salt)) = SALT.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if *d == day {
+            return Ok(salt.clone());
+        }
+    }
+    let salt = load_salt(pool, day).await?;
+    *SALT.lock().unwrap_or_else(|p| p.into_inner()) = Some((day, salt.clone()));
+    Ok(salt)
+}
+
+async fn load_salt(pool: &Pool, day: NaiveDate) -> Result<Vec<u8>, StoreError> {
     let client = pool.get().await?;
     let mut salt = vec![0u8; 32];
     rand::rng().fill_bytes(&mut salt);
