@@ -187,6 +187,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signature_window_secs: args.ingest.signature_window_secs,
         metrics,
         trusted_proxies: Arc::new(args.ingest.trusted_proxies.clone()),
+        // Twice the pool: enough to keep every connection busy while the next batches parse.
+        ingest_permits: Arc::new(tokio::sync::Semaphore::new(args.db.pool_size * 2)),
         geoip: match &args.ingest.geoip_db {
             Some(path) => Some(Arc::new(crate::ingest::geoip::GeoIp::open(path)?)),
             None => None,

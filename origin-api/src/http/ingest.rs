@@ -108,6 +108,7 @@ pub async fn direct_batch(State(state): State<AppState>, req: Request) -> Respon
         let compression = batch_query(&req)?.compression;
         let raw = read_body(body, MAX_BATCH_BYTES).await?;
         let body = ingest::decode(content_type.as_deref(), encoding.as_deref(), compression.as_deref(), &raw)?;
+        let _permit = super::ingest_permit(&state).await?;
         let answer = ingest::ingest_direct(&state.pool, &project, &direct, &body).await?;
         Ok::<_, AppError>(Json(answer))
     }
@@ -172,6 +173,7 @@ pub async fn forwarded_batch(
     verify(&state, &headers, &body)?;
     let batch: ForwardBatch = parse_json(&body)?;
     let project = resolve_write_key(&state, &batch.write_key).await?;
+    let _permit = super::ingest_permit(&state).await?;
     Ok(Json(ingest::ingest_forwarded(&state.pool, &project, batch).await?))
 }
 

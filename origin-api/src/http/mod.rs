@@ -33,6 +33,24 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// Geo database for direct ingest.
     pub geoip: Option<Arc<crate::ingest::geoip::GeoIp>>,
+    /// The bounded ingest buffer: batches being written at once. When none frees up within
+    /// [`INGEST_WAIT`], the request is answered 503 with Retry-After (senders retry later)
+    /// instead of queueing without bound while PostgreSQL is slow.
+    pub ingest_permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// How long a batch may wait for a place in the ingest buffer.
+pub const INGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes a place in the ingest buffer, or answers 503.
+pub(crate) async fn ingest_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+    match tokio::time::timeout(INGEST_WAIT, state.ingest_permits.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            metrics::counter!("nexus_origin_ingest_saturated_total").increment(1);
+            Err(EnvelopeError::new(EnvelopeCode::Unavailable, "ingest is saturated; retry later").into())
+        }
+    }
 }
 
 /// The service's routes.

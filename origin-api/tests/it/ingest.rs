@@ -307,3 +307,27 @@ async fn direct_ingest_geo_from_maxmind_through_trusted_proxies_only() {
         .get(0);
     assert_eq!(raw_ip_stored, 0);
 }
+
+#[tokio::test]
+async fn a_saturated_ingest_buffer_answers_503_with_retry_after() {
+    let app = TestApp::start("saturated").await;
+    // Every place in the buffer is taken (as by 16 slow batches while PostgreSQL stalls).
+    let held = app.permits.clone().acquire_many_owned(16).await.unwrap();
+    let started = std::time::Instant::now();
+    let res = app
+        .http
+        .post(app.url(&format!("/v1/batch?key={}", app.project.write_key)))
+        .header("content-type", "application/json")
+        .body(batch(&[event("waiting")]))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().contains_key("retry-after"));
+    let (s, v) = read(res).await;
+    assert_eq!((s, code(&v)), (503, "unavailable"));
+    assert!(started.elapsed() >= nexus_origin::http::INGEST_WAIT, "it waited for a place first");
+    drop(held);
+    let (s, _) = app.post_batch(batch(&[event("later")]), "application/json").await;
+    assert_eq!(s, 200, "a place frees up: accepted again");
+    assert_eq!(app.stored().await, 1, "the refused batch was not stored (the sender retries it)");
+}

@@ -45,6 +45,8 @@ pub struct TestApp {
     pub db_url: String,
     pub project: NewProject,
     pub http: reqwest::Client,
+    /// The app's ingest buffer (tests take its places to simulate saturation).
+    pub permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl TestApp {
@@ -74,6 +76,7 @@ impl TestApp {
             .unwrap();
         let project =
             store::projects::create_project(&pool, "Test", "UTC", &["https://shop.test".to_owned()]).await.unwrap();
+        let state_permits = Arc::new(tokio::sync::Semaphore::new(16));
         let state = AppState {
             pool: pool.clone(),
             edge_secret: Some(Arc::new(EDGE_SECRET.as_bytes().to_vec())),
@@ -81,12 +84,13 @@ impl TestApp {
             metrics: None,
             trusted_proxies: Arc::new(vec!["127.0.0.1/32".parse().unwrap()]),
             geoip: geoip(),
+            ingest_permits: state_permits.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        TestApp { addr, pool, db_url, project, http: reqwest::Client::new() }
+        TestApp { addr, pool, db_url, project, http: reqwest::Client::new(), permits: state_permits }
     }
 
     pub fn url(&self, path: &str) -> String {
