@@ -139,7 +139,7 @@ pub async fn upsert(
     let browser = col(&|d| d.first.browser.clone());
     let os = col(&|d| d.first.os.clone());
     let device = col(&|d| d.first.device_type.clone());
-    let stmt = tx.prepare_cached(UPSERT).await?;
+    let stmt = tx.prepare_cached(&UPSERT).await?;
     tx.execute(
         &stmt,
         &[
@@ -174,7 +174,7 @@ pub async fn upsert(
 
 /// In `DO UPDATE SET` every expression sees the row as it was, so the CASEs can compare old and
 /// new start times while both are being replaced.
-const UPSERT: &str = r#"INSERT INTO sessions AS s (project_id, session_id, distinct_id, started_at, ended_at,
+const UPSERT_HEAD: &str = r#"INSERT INTO sessions AS s (project_id, session_id, distinct_id, started_at, ended_at,
       pageviews, events, entry_at, entry_path, exit_at, exit_path, referrer, referrer_domain, channel,
       utm_source, utm_medium, utm_campaign, utm_term, utm_content, country, browser, os, device_type)
     SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int4[],
@@ -189,17 +189,30 @@ const UPSERT: &str = r#"INSERT INTO sessions AS s (project_id, session_id, disti
       entry_at = CASE WHEN EXCLUDED.entry_at < s.entry_at OR s.entry_at IS NULL THEN EXCLUDED.entry_at ELSE s.entry_at END,
       entry_path = CASE WHEN EXCLUDED.entry_at < s.entry_at OR s.entry_at IS NULL THEN EXCLUDED.entry_path ELSE s.entry_path END,
       exit_at = CASE WHEN EXCLUDED.exit_at >= s.exit_at OR s.exit_at IS NULL THEN EXCLUDED.exit_at ELSE s.exit_at END,
-      exit_path = CASE WHEN EXCLUDED.exit_at >= s.exit_at OR s.exit_at IS NULL THEN EXCLUDED.exit_path ELSE s.exit_path END,
-      distinct_id = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.distinct_id ELSE s.distinct_id END,
-      referrer = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.referrer ELSE s.referrer END,
-      referrer_domain = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.referrer_domain ELSE s.referrer_domain END,
-      channel = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.channel ELSE s.channel END,
-      utm_source = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.utm_source ELSE s.utm_source END,
-      utm_medium = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.utm_medium ELSE s.utm_medium END,
-      utm_campaign = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.utm_campaign ELSE s.utm_campaign END,
-      utm_term = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.utm_term ELSE s.utm_term END,
-      utm_content = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.utm_content ELSE s.utm_content END,
-      country = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.country ELSE s.country END,
-      browser = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.browser ELSE s.browser END,
-      os = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.os ELSE s.os END,
-      device_type = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.device_type ELSE s.device_type END"#;
+      exit_path = CASE WHEN EXCLUDED.exit_at >= s.exit_at OR s.exit_at IS NULL THEN EXCLUDED.exit_path ELSE s.exit_path END"#;
+
+/// Columns that come from the session's earliest event (attribution and who it was).
+const FROM_FIRST_EVENT: [&str; 13] = [
+    "distinct_id",
+    "referrer",
+    "referrer_domain",
+    "channel",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "country",
+    "browser",
+    "os",
+    "device_type",
+];
+
+/// The full upsert: [`UPSERT_HEAD`] plus one "take it from the earlier event" rule per column.
+static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let rules: Vec<String> = FROM_FIRST_EVENT
+        .iter()
+        .map(|c| format!("{c} = CASE WHEN EXCLUDED.started_at < s.started_at THEN EXCLUDED.{c} ELSE s.{c} END"))
+        .collect();
+    format!("{UPSERT_HEAD}, {}", rules.join(", "))
+});
