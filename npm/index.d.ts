@@ -23,6 +23,12 @@ export interface InitOptions {
   consent?: 'pending' | 'granted';
   /** Treat Do-Not-Track or Global Privacy Control as a refusal (as {@link optOut}). Default false. */
   respectDnt?: boolean;
+  /**
+   * Single-page apps: record a page view whenever `history.pushState`, `replaceState` or the
+   * back/forward buttons change the URL (fragment ignored), with the previous URL as its
+   * referrer. Call {@link page} yourself only for the first page. Default false.
+   */
+  spa?: boolean;
 }
 
 /**
@@ -52,6 +58,12 @@ export function page(properties?: Properties): void;
  * sets person properties from `traits`.
  */
 export function identify(userId: string, traits?: Properties): void;
+
+/**
+ * Logout: forgets the user id set by {@link identify} and starts a new anonymous id and a new
+ * session, so the events that follow are not tied to the ones before.
+ */
+export function reset(): void;
 
 /** Consent given: stores and sends the events held while it was pending, and all later ones. */
 export function optIn(): void;

@@ -6,7 +6,7 @@
 // were made, and replayed in order once it is. The wasm starts loading on the first call, not
 // on import, so importing the package costs nothing until it is used.
 
-import initWasm, { adopt, flush as flushCore, identify as identifyCore, init as initCore, optIn as optInCore, optOut as optOutCore, page as pageCore, track as trackCore } from '../wasm/nexus_sdk.js';
+import initWasm, { adopt, flush as flushCore, identify as identifyCore, init as initCore, optIn as optInCore, optOut as optOutCore, page as pageCore, reset as resetCore, track as trackCore } from '../wasm/nexus_sdk.js';
 
 // The core's functions by name, for replaying queued calls. Named imports rather than
 // `import * as core` and `core[name]`: a dynamic lookup keeps every export of the glue in the
@@ -19,6 +19,7 @@ const core = {
   optIn: optInCore,
   optOut: optOutCore,
   page: pageCore,
+  reset: resetCore,
   track: trackCore,
 };
 
@@ -69,7 +70,7 @@ let failure;
 
 function load() {
   if (!loading) {
-    loading = initWasm({ module_or_path: new URL('../wasm/nexus_sdk_bg.wasm', import.meta.url) }).then(
+    loading = initWasm(new URL('../wasm/nexus_sdk_bg.wasm', import.meta.url)).then(
       () => {
         ready = true;
         const calls = pending;
@@ -140,8 +141,41 @@ function enqueue(name, args, settle) {
   load();
 }
 
+// Single-page apps (init option `spa: true`): one patch of `history.pushState`/`replaceState`
+// and one `popstate` listener record a page view when the URL changes. URLs are compared without
+// their fragment, so a hash change, a `replaceState` that keeps the URL or a `popstate` after a
+// push to the same URL records nothing: never a double page view. The referrer of such a page
+// view is the previous page view's URL (`document.referrer` still names the page before the app).
+/** The URL (without fragment) of the last page view, recorded or SPA; unset until then. */
+let last;
+let spa = false;
+const here = () => location.href.split('#')[0];
+
+function spaView() {
+  const url = here();
+  if (url !== last) {
+    const referrer = last;
+    last = url;
+    view(undefined, referrer);
+  }
+}
+
 /** Starts the SDK. Resolves once it is loaded and configured; a second call is ignored. */
 export function init(options) {
+  // Patched at the call, not once loaded: navigations during the load are not missed.
+  if (inBrowser && options?.spa && !spa) {
+    spa = true;
+    last ??= here();
+    for (const name of ['pushState', 'replaceState']) {
+      const original = history[name];
+      history[name] = function (...args) {
+        const result = original.apply(this, args);
+        spaView();
+        return result;
+      };
+    }
+    addEventListener('popstate', spaView);
+  }
   return new Promise((resolve, reject) => enqueue('init', [options], { resolve, reject }));
 }
 
@@ -154,14 +188,24 @@ export function track(name, properties) {
 
 /** Records a view of the current page. */
 export function page(properties) {
-  if (ready) core.page(properties);
-  else enqueue('page', [properties, Date.now()]);
+  if (inBrowser) last = here();
+  view(properties);
+}
+
+function view(properties, referrer) {
+  if (ready) core.page(properties, undefined, referrer);
+  else enqueue('page', [properties, Date.now(), referrer]);
 }
 
 /** Ties this browser to a known user and sets person properties. */
 export function identify(userId, traits) {
   if (ready) core.identify(userId, traits);
   else enqueue('identify', [userId, traits, Date.now()]);
+}
+
+/** Logout: forgets the user id; later events get a new anonymous id and a new session. */
+export function reset() {
+  enqueue('reset', []);
 }
 
 /** Consent given: stores and sends what was held while consent was pending, and all after. */

@@ -1,6 +1,6 @@
 // The npm package in headless Chromium against a fake collector: what leaves the page when it
-// is closed, calls made before the wasm has loaded, errors, the demo (retries and the persisted
-// queue are in delivery.test.mjs).
+// is closed, reset, calls made before the wasm has loaded, errors, the demo (retries and the
+// persisted queue are in delivery.test.mjs, SPA page views in spa.test.mjs).
 // Needs the built package (`cargo xtask build-sdk`); run with `node --test npm/test/*.test.mjs`.
 
 import assert from 'node:assert/strict';
@@ -96,6 +96,37 @@ describe('@nexus-analytics/browser', () => {
     }
   });
   }
+
+  test('reset() at logout: no user id, a new anonymous id and a new session for later events', async () => {
+    const servers = await startServers({
+      pages: { '/account': testPage({ flushAt: 100, flushIntervalMs: 60_000 }) },
+    });
+    try {
+      const { page, context, errors } = await open(`${servers.siteOrigin}/account`);
+      await page.evaluate(() => window.nexusReady);
+      const stored = await page.evaluate(async () => {
+        window.nexus.identify('user-7');
+        window.nexus.track('before');
+        window.nexus.reset();
+        window.nexus.track('after');
+        await window.nexus.flush();
+        return { anon: localStorage.getItem('nexus_anon_id'), user: localStorage.getItem('nexus_user_id') };
+      });
+      await waitFor(() => servers.accepted().length >= 3, 5000, 'the 3 events');
+      const [, before, after] = servers.accepted();
+      assert.equal(before.name, 'before');
+      assert.equal(before.user_id, 'user-7');
+      assert.equal(after.name, 'after');
+      assert.equal(after.user_id, undefined, 'the user id is forgotten');
+      assert.notEqual(after.anonymous_id, before.anonymous_id, 'a new anonymous id');
+      assert.notEqual(after.session_id, before.session_id, 'a new session');
+      assert.deepEqual(stored, { anon: after.anonymous_id, user: null }, 'the new id is the stored one');
+      assert.deepEqual(errors, []);
+      await context.close();
+    } finally {
+      await servers.close();
+    }
+  });
 
   test('calls made before the wasm has loaded are replayed in order, with their own time', async () => {
     const calls = `

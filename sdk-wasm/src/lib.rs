@@ -7,8 +7,8 @@
 //!   timestamps, argument checks);
 //! - `web` (wasm32 only): the web-sys implementations of those traits, the page context, the
 //!   event builder and the functions exported to JavaScript (`init`, `track`, `page`,
-//!   `identify`, `flush`, `optIn`, `optOut`, `adopt`), proven by `tests/browser.rs` in headless
-//!   Chromium and by the Playwright tests in npm/test/.
+//!   `identify`, `flush`, `optIn`, `optOut`, `reset`, `adopt`), proven by `tests/browser.rs`
+//!   in headless Chromium and by the Playwright tests in npm/test/.
 //!
 //! The npm package in `npm/` wraps the wasm-bindgen output with a small loader.
 

@@ -102,7 +102,7 @@ fn context_fields_are_collected() {
     let original_title = get(&document, "title");
     Reflect::set(&document, &"title".into(), &"Nexus context test".into()).unwrap();
 
-    let ctx: JsValue = context::collect(&context::Statics::collect()).into();
+    let ctx: JsValue = context::collect(&context::Statics::collect(), None).into();
 
     let url = get_str(&ctx, "url").unwrap();
     assert!(url.ends_with("/ctx/path?utm_source=news&utm_medium=email&x=1"), "{url}");
@@ -124,14 +124,16 @@ fn context_fields_are_collected() {
     // A title longer than the protocol allows is cut, not sent (the edge would reject the event).
     let long = "é".repeat(5000); // 10 000 bytes
     Reflect::set(&document, &"title".into(), &long.as_str().into()).unwrap();
-    let ctx: JsValue = context::collect(&context::Statics::collect()).into();
+    let ctx: JsValue = context::collect(&context::Statics::collect(), None).into();
     let title = get_str(&ctx, "title").unwrap();
     assert_eq!(title.len(), protocol_limit());
     assert!(title.chars().all(|c| c == 'é'));
     // No campaign parameters: no `utm` object at all.
     replace.call3(&history, &JsValue::NULL, &"".into(), &original.into()).unwrap();
-    let ctx: JsValue = context::collect(&context::Statics::collect()).into();
+    // An SPA page view's referrer (the previous SPA URL) replaces `document.referrer`.
+    let ctx: JsValue = context::collect(&context::Statics::collect(), Some("https://a.test/prev".into())).into();
     assert!(get(&ctx, "utm").is_undefined());
+    assert_eq!(get_str(&ctx, "referrer").as_deref(), Some("https://a.test/prev"));
     Reflect::set(&document, &"title".into(), &original_title).unwrap();
 }
 
@@ -194,7 +196,7 @@ async fn events_go_out_through_the_exports() {
     let t0 = now();
     api::track("signup_clicked".into(), JSON::parse(r#"{"plan":"pro","n":3}"#).unwrap(), None).unwrap();
     api::identify("user-42".into(), JSON::parse(r#"{"email":"a@example.com"}"#).unwrap(), None).unwrap();
-    api::page(JsValue::UNDEFINED, Some(t0 as f64 - 5000.0)).unwrap();
+    api::page(JsValue::UNDEFINED, Some(t0 as f64 - 5000.0), JsValue::UNDEFINED).unwrap();
     assert_eq!(calls.length(), 0, "nothing is sent before flushAt or flush()");
     let stored = local_storage().get_item(QUEUE_KEY).unwrap().unwrap();
     assert_eq!(stored.split('\n').count(), 3, "the queue is stored as it grows: {stored}");

@@ -1,8 +1,8 @@
 //! Build and test steps of the sdk tier: the wasm core (sdk-wasm/) and the npm package (npm/).
 //!
 //! `build`: cargo (wasm32, `wasm-release` profile) -> wasm-bindgen `--target web` into npm/wasm/
-//! -> wasm-opt -Oz -> esbuild bundles the loader (npm/src/index.js) with the glue, minified,
-//! into npm/dist/index.js (the package's entry point); then the gzipped size of what a page
+//! -> wasm-opt -Oz -> short import/export names and a compact loading function in the glue ->
+//! esbuild bundles the loader (npm/src/index.js) with the glue, minified, into npm/dist/index.js (the package's entry point); then the gzipped size of what a page
 //! downloads, against the budget.
 //! `test`: native unit tests, wasm-bindgen-test in headless Chromium, then the Playwright tests
 //! of the npm package against the freshly built wasm.
@@ -92,6 +92,7 @@ fn build_stages(ctx: &Ctx, times: &mut Vec<(String, std::time::Duration)>) -> Re
         Ok(())
     })?;
     stage(times, "sdk: short import and export names", || minify_names(ctx))?;
+    stage(times, "sdk: compact glue loader", || compact_loader(ctx))?;
     stage(times, "sdk: esbuild bundle", || {
         let esbuild = ctx.node_bin("esbuild");
         // The wasm stays a separate file, found by `new URL('../wasm/…', import.meta.url)`,
@@ -166,6 +167,53 @@ fn minify_names(ctx: &Ctx) -> Result<()> {
     );
     cmd!(sh, "node -e {check}").run().context("the minified wasm imports from a module other than `a`")?;
     sh.write_file(OUT_GLUE, out)?;
+    Ok(())
+}
+
+/// The start of the glue's loading code, replaced by [`compact_loader`].
+const GLUE_LOAD: &str = "async function __wbg_load(";
+/// What replaces it: one `instantiateStreaming` of the URL the loader passes.
+///
+/// wasm-bindgen's version accepts bytes, a `Response`, a `Request`, a string or an options
+/// object, warns about deprecated parameters and falls back to `WebAssembly.instantiate` when a
+/// server sends the wrong MIME type: about 490 B gzipped of the bundle for cases the loader
+/// never has (it always passes a `URL`, and the README requires `application/wasm`). A failed
+/// fetch, a wrong type or a CSP without `wasm-unsafe-eval` all reject here, as before, and the
+/// loader reports it once.
+const COMPACT_LOAD: &str = "async function __wbg_init(url) {
+    if (wasm !== undefined) return wasm;
+    const { instance, module } = await WebAssembly.instantiateStreaming(fetch(url), __wbg_get_imports());
+    return __wbg_finalize_init(instance, module);
+}
+
+export { __wbg_init as default };
+";
+
+/// Replaces the glue's loading code from [`GLUE_LOAD`] to its end with [`COMPACT_LOAD`], after
+/// checking it is the code this was written against (the same names, in that order).
+fn compact_loader(ctx: &Ctx) -> Result<()> {
+    let sh = &ctx.sh;
+    let glue = sh.read_file(OUT_GLUE)?;
+    let Some(at) = glue.find(GLUE_LOAD) else { bail!("the glue has no `{GLUE_LOAD}`") };
+    let tail = &glue[at..];
+    let expected = [
+        "async function __wbg_load(",
+        "function initSync(",
+        "async function __wbg_init(",
+        "async function __wbg_init_once(",
+        "export { initSync, __wbg_init as default };",
+    ];
+    let mut from = 0;
+    for part in expected {
+        match tail[from..].find(part) {
+            Some(i) => from += i + part.len(),
+            None => bail!("the glue's loading code changed (no `{part}` where expected): update COMPACT_LOAD"),
+        }
+    }
+    if !tail[from..].trim().is_empty() || glue.matches("function __wbg_finalize_init(").count() != 1 {
+        bail!("the glue's loading code changed: update COMPACT_LOAD");
+    }
+    sh.write_file(OUT_GLUE, format!("{}{COMPACT_LOAD}", &glue[..at]))?;
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! The functions exported to JavaScript: `init`, `track`, `page`, `identify`, `flush`,
-//! `optIn`, `optOut`, and `adopt` (the loader's hand-over of a closed tab's queue).
+//! `optIn`, `optOut`, `reset`, and `adopt` (the loader's hand-over of a closed tab's queue).
 //!
 //! Argument mistakes throw a real JS `Error` (`js_sys::Error`) with a `nexus:` prefix, so they
 //! show up with a stack in the developer's console. Delivery problems never throw: they are
@@ -172,15 +172,17 @@ pub fn track(name: JsValue, properties: JsValue, at: Option<f64>) -> Result<(), 
         .filter(|n| valid_name(n))
         .ok_or_else(|| Error::new("nexus: track() needs a name (1..200 bytes)"))?;
     let properties = object_arg(properties, PROPS_ERROR)?;
-    sdk.record(EventType::Track, Some(&name), properties, None, at)
+    sdk.record(EventType::Track, Some(&name), properties, None, at, None)
 }
 
-/// Records a page view of the current page (stored as `$pageview`).
+/// Records a page view of the current page (stored as `$pageview`). `referrer` is set by the
+/// loader for the page views of single-page-app navigations: the previous SPA URL, in place of
+/// `document.referrer`, which the history API leaves as it was at the load.
 #[wasm_bindgen]
-pub fn page(properties: JsValue, at: Option<f64>) -> Result<(), Error> {
+pub fn page(properties: JsValue, at: Option<f64>, referrer: JsValue) -> Result<(), Error> {
     let sdk = sdk()?;
     let properties = object_arg(properties, PROPS_ERROR)?;
-    sdk.record(EventType::Page, None, properties, None, at)
+    sdk.record(EventType::Page, None, properties, None, at, referrer.as_string())
 }
 
 /// Ties this device to `user_id` (kept for later events and page loads) and sets person
@@ -194,7 +196,7 @@ pub fn identify(user_id: JsValue, traits: JsValue, at: Option<f64>) -> Result<()
         .ok_or_else(|| Error::new("nexus: identify() needs a user id (1..200 bytes)"))?;
     let traits = object_arg(traits, PROPS_ERROR)?;
     sdk.identity.borrow_mut().set_user_id(&sdk.sender.storage, &user_id);
-    sdk.record(EventType::Identify, None, None, traits, at)
+    sdk.record(EventType::Identify, None, None, traits, at, None)
 }
 
 /// Consent given: stores and sends what was held, and everything after. Remembered for the
@@ -218,6 +220,16 @@ pub fn opt_in() -> Result<(), Error> {
 #[wasm_bindgen(js_name = optOut)]
 pub fn opt_out() -> Result<(), Error> {
     sdk()?.deny();
+    Ok(())
+}
+
+/// Logout: forgets the user id, and starts a new anonymous id and a new session for the events
+/// that follow, so they cannot be tied to the ones before. Events already queued are sent as
+/// they were recorded.
+#[wasm_bindgen]
+pub fn reset() -> Result<(), Error> {
+    let sdk = sdk()?;
+    sdk.identity.borrow_mut().forget(&sdk.sender.storage);
     Ok(())
 }
 
@@ -265,13 +277,14 @@ impl Sdk {
         properties: Option<JsValue>,
         set: Option<JsValue>,
         at: Option<f64>,
+        referrer: Option<String>,
     ) -> Result<(), Error> {
         if !self.consent.get().records() {
             return Ok(()); // denied: not an error of the caller's, just nothing to do
         }
         let now = DateClock.now_ms();
         let at = at.filter(|t| t.is_finite() && *t > 0.0).map_or(now, |t| t as u64);
-        let json = self.build(kind, name, properties, set, at)?;
+        let json = self.build(kind, name, properties, set, at, referrer)?;
         if json.len() > MAX_EVENT_BYTES {
             return Err(Error::new("nexus: event over 32 KiB"));
         }
@@ -292,6 +305,7 @@ impl Sdk {
         properties: Option<JsValue>,
         set: Option<JsValue>,
         at: u64,
+        referrer: Option<String>,
     ) -> Result<String, Error> {
         let event = Object::new();
         put(&event, "id", &JsValue::from_str(&new_id(at)));
@@ -317,7 +331,7 @@ impl Sdk {
         if let Some(set) = set {
             put(&event, "set", &set);
         }
-        let ctx = context::collect(&self.statics);
+        let ctx = context::collect(&self.statics, referrer);
         // Events the queue gave up on since the last event (full queue, refused, retries used
         // up) are reported on this one as `context.dropped`, so the loss shows in the data, not
         // only in a console. In the context, not the properties: those are the caller's object.

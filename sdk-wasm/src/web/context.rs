@@ -94,8 +94,9 @@ impl Statics {
     }
 }
 
-/// Builds the `context` object for an event happening now.
-pub fn collect(statics: &Statics) -> Object {
+/// Builds the `context` object for an event happening now; `referrer` replaces
+/// `document.referrer` (SPA page views).
+pub fn collect(statics: &Statics, referrer: Option<String>) -> Object {
     let ctx = Object::new();
     let location = global("location");
     put_str(&ctx, "url", get(&location, "href").as_string());
@@ -109,7 +110,7 @@ pub fn collect(statics: &Statics) -> Object {
     }
     let document = global("document");
     put_str(&ctx, "title", get(&document, "title").as_string());
-    put_str(&ctx, "referrer", get(&document, "referrer").as_string());
+    put_str(&ctx, "referrer", referrer.or_else(|| get(&document, "referrer").as_string()));
     if let Some((width, height)) = &statics.screen {
         let screen = Object::new();
         put(&screen, "width", width);
