@@ -1,5 +1,7 @@
 //! Worker configuration (vars and secrets), read through a lookup function so it tests natively.
 
+use crate::delivery::{DeliveryMode, DEFAULT_RETRY_DELAY_SECS, MAX_RETRY_DELAY_SECS};
+
 /// The origin's base URL (`https://origin.example.com`), a plain var.
 pub const ORIGIN_URL: &str = "ORIGIN_URL";
 /// Shared HMAC secret for edge -> origin requests, a secret.
@@ -16,6 +18,22 @@ pub const SALTS_BINDING: &str = "SALTS";
 pub const QUOTAS_BINDING: &str = "QUOTAS";
 /// Optional path prefix stripped before routing (`/nx`), a plain var.
 pub const PATH_PREFIX: &str = "PATH_PREFIX";
+/// `direct` (default) or `queue`, a plain var.
+pub const DELIVERY_MODE: &str = "DELIVERY_MODE";
+/// Seconds before a failed queue delivery is retried, a plain var.
+pub const RETRY_DELAY_SECS: &str = "RETRY_DELAY_SECS";
+/// Name of the dead-letter queue (the consumer tells its two queues apart by name), a plain var.
+pub const DEAD_LETTER_QUEUE: &str = "DEAD_LETTER_QUEUE";
+/// Bearer secret of the admin routes (dead letters, re-drive), a secret; unset: routes off.
+pub const ADMIN_SECRET: &str = "ADMIN_SECRET";
+/// Producer binding of the delivery queue.
+pub const DELIVERY_BINDING: &str = "DELIVERY";
+/// Producer binding of the dead-letter queue.
+pub const DEAD_LETTERS_BINDING: &str = "DEAD_LETTERS";
+/// Durable Object namespace that keeps dead letters until a re-drive.
+pub const DEAD_LETTER_STORE_BINDING: &str = "DEAD_LETTER_STORE";
+/// Default name of the dead-letter queue.
+pub const DEFAULT_DEAD_LETTER_QUEUE: &str = "nexus-delivery-dlq";
 
 /// Why the worker cannot serve batches with its current configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +47,9 @@ pub enum ConfigError {
     /// A numeric var is not a whole number.
     #[error("binding {0} must be a whole number")]
     InvalidNumber(&'static str),
+    /// `DELIVERY_MODE` is neither `direct` nor `queue`.
+    #[error("binding DELIVERY_MODE must be direct or queue")]
+    InvalidMode,
 }
 
 /// Everything the batch route needs from the environment.
@@ -45,6 +66,14 @@ pub struct Config {
     pub events_per_minute: Option<u64>,
     /// Test mode: the `x-nexus-test-day` header moves the request's day.
     pub test_mode: bool,
+    /// How accepted events reach the origin.
+    pub delivery: DeliveryMode,
+    /// Seconds before a failed queue delivery is retried.
+    pub retry_delay_secs: u32,
+    /// Name of the dead-letter queue.
+    pub dead_letter_queue: String,
+    /// Bearer secret of the admin routes; `None`: they answer 404.
+    pub admin_secret: Option<String>,
 }
 
 // Secrets must never reach a log line through a derived Debug.
@@ -56,6 +85,10 @@ impl std::fmt::Debug for Config {
             .field("visitor_salt", &self.visitor_salt.as_ref().map(|_| "<redacted>"))
             .field("events_per_minute", &self.events_per_minute)
             .field("test_mode", &self.test_mode)
+            .field("delivery", &self.delivery)
+            .field("retry_delay_secs", &self.retry_delay_secs)
+            .field("dead_letter_queue", &self.dead_letter_queue)
+            .field("admin_secret", &self.admin_secret.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -72,12 +105,23 @@ impl Config {
             None => None,
             Some(v) => Some(v.parse::<u64>().map_err(|_| ConfigError::InvalidNumber(EVENTS_PER_MINUTE))?),
         };
+        let delivery = DeliveryMode::parse(get(DELIVERY_MODE).as_deref()).ok_or(ConfigError::InvalidMode)?;
+        let retry_delay_secs = match get(RETRY_DELAY_SECS) {
+            None => DEFAULT_RETRY_DELAY_SECS,
+            Some(v) => {
+                v.parse::<u32>().map_err(|_| ConfigError::InvalidNumber(RETRY_DELAY_SECS))?.min(MAX_RETRY_DELAY_SECS)
+            }
+        };
         Ok(Config {
             origin_url: origin_url.trim_end_matches('/').to_owned(),
             origin_secret: get(ORIGIN_SECRET).ok_or(ConfigError::Missing(ORIGIN_SECRET))?,
             visitor_salt: get(VISITOR_SALT),
             events_per_minute,
             test_mode: crate::salt::test_mode(get(NEXUS_TEST_MODE).as_deref()),
+            delivery,
+            retry_delay_secs,
+            dead_letter_queue: get(DEAD_LETTER_QUEUE).unwrap_or_else(|| DEFAULT_DEAD_LETTER_QUEUE.to_owned()),
+            admin_secret: get(ADMIN_SECRET),
         })
     }
 
@@ -121,6 +165,8 @@ mod tests {
         check(&[("ORIGIN_URL", "o.test"), secret], Err(ConfigError::InvalidOriginUrl));
         check(&[url, secret, ("EVENTS_PER_MINUTE", "many")], Err(ConfigError::InvalidNumber(EVENTS_PER_MINUTE)));
         check(&[url, secret, ("EVENTS_PER_MINUTE", "-5")], Err(ConfigError::InvalidNumber(EVENTS_PER_MINUTE)));
+        check(&[url, secret, ("DELIVERY_MODE", "later")], Err(ConfigError::InvalidMode));
+        check(&[url, secret, ("RETRY_DELAY_SECS", "x")], Err(ConfigError::InvalidNumber(RETRY_DELAY_SECS)));
     }
 
     #[test]
@@ -136,6 +182,21 @@ mod tests {
         assert_eq!(read(&[]), (None, false));
         assert_eq!(read(&[("EVENTS_PER_MINUTE", " 6000 "), ("NEXUS_TEST_MODE", "1")]), (Some(6000), true));
         assert_eq!(read(&[("EVENTS_PER_MINUTE", ""), ("NEXUS_TEST_MODE", "0")]), (None, false));
+        let full = |vars: &[(&str, &str)]| {
+            let base = [("ORIGIN_URL", "https://o.test"), ("ORIGIN_SECRET", "s")];
+            Config::from_lookup(|name| base.iter().chain(vars).find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+                .unwrap()
+        };
+        let c = full(&[]);
+        assert_eq!(
+            (c.delivery, c.retry_delay_secs, c.dead_letter_queue.as_str()),
+            (DeliveryMode::Direct, 300, "nexus-delivery-dlq")
+        );
+        let c = full(&[("DELIVERY_MODE", "queue"), ("RETRY_DELAY_SECS", "999999"), ("DEAD_LETTER_QUEUE", "dlq")]);
+        assert_eq!(
+            (c.delivery, c.retry_delay_secs, c.dead_letter_queue.as_str()),
+            (DeliveryMode::Queue, 43_200, "dlq")
+        );
     }
 
     #[test]
@@ -157,9 +218,13 @@ mod tests {
             visitor_salt: Some("pepper".into()),
             events_per_minute: None,
             test_mode: false,
+            delivery: DeliveryMode::Direct,
+            retry_delay_secs: 1,
+            dead_letter_queue: DEFAULT_DEAD_LETTER_QUEUE.into(),
+            admin_secret: Some("letmein".into()),
         };
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("hunter2") && !dbg.contains("pepper"), "{dbg}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("pepper") && !dbg.contains("letmein"), "{dbg}");
         assert_eq!(c.origin_endpoint("/internal/v1/ingest"), "https://o.test/internal/v1/ingest");
     }
 }

@@ -13,6 +13,7 @@ use worker::js_sys::{Date, Function, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{console_error, durable_object, DurableObject, Env, Request, Response, Result, SqlStorageValue, State};
 
+use crate::delivery::{self, DeadLetter};
 use crate::limits::{self, QuotaAnswer, Window};
 use crate::routes::query_param;
 use crate::salt::{self, Day, SALT_BYTES};
@@ -184,5 +185,134 @@ impl DurableObject for ProjectQuota {
         }
         *self.window.borrow_mut() = Some(window);
         Response::from_json(&answer)
+    }
+}
+
+/// A stored dead letter as the admin list shows it (without the batch itself).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LetterSummary {
+    /// The dead-letter queue message id it came from.
+    pub id: String,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// The origin's status, when it answered.
+    pub status: Option<i64>,
+    /// The origin's answer or what was wrong.
+    pub detail: String,
+    /// When it was dead-lettered (ms since the epoch).
+    pub at_ms: i64,
+    /// Events in the batch (`0`: unreadable).
+    pub events: usize,
+}
+
+/// A stored dead letter with its batch, for a re-drive.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredLetter {
+    /// Row id.
+    pub id: String,
+    /// The original delivery message (`None`: there was no text to keep).
+    pub batch: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LetterRow {
+    id: String,
+    reason: String,
+    status: Option<i64>,
+    detail: String,
+    at_ms: i64,
+    batch: Option<String>,
+}
+
+/// The dead letters, kept until a re-drive takes them: one object for the deployment
+/// (`dead-letters`), fed by the consumer of the dead-letter queue. A queue keeps messages only
+/// for its retention period; this object keeps them until someone re-drives or deletes them.
+///
+/// `POST /put?id=` (a [`DeadLetter`] body; a repeated id is ignored, so a redelivered queue
+/// message is kept once), `GET /list?limit=`, `GET /take?limit=` (oldest first, not removed),
+/// `POST /delete` (a JSON array of ids).
+#[durable_object(fetch)]
+pub struct DeadLetterStore {
+    state: State,
+}
+
+impl DurableObject for DeadLetterStore {
+    fn new(state: State, _env: Env) -> Self {
+        DeadLetterStore { state }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let sql = self.state.storage().sql();
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS letters (id TEXT PRIMARY KEY, reason TEXT NOT NULL, status INTEGER, \
+             detail TEXT NOT NULL, at_ms INTEGER NOT NULL, batch TEXT)",
+            NO_ARGS,
+        )?;
+        let url = req.inner().url();
+        let limit = query_param(&url, "limit").and_then(|v| v.parse::<i64>().ok()).unwrap_or(100).clamp(1, 1000);
+        let select = |limit: i64| -> Result<Vec<LetterRow>> {
+            sql.exec(
+                "SELECT id, reason, status, detail, at_ms, batch FROM letters ORDER BY at_ms, id LIMIT ?",
+                vec![SqlStorageValue::try_from_i64(limit)?],
+            )?
+            .to_array()
+        };
+        match req.path().as_str() {
+            "/put" => {
+                let Some(id) = query_param(&url, "id").filter(|i| !i.is_empty()) else {
+                    return Response::error("id is required", 400);
+                };
+                let letter: DeadLetter = match serde_json::from_str(&req.text().await?) {
+                    Ok(l) => l,
+                    Err(e) => return Response::error(format!("not a dead letter: {e}"), 400),
+                };
+                let status = letter.status.map_or(SqlStorageValue::Null, |s| SqlStorageValue::from(i64::from(s)));
+                let batch = letter.batch.map_or(SqlStorageValue::Null, SqlStorageValue::from);
+                sql.exec(
+                    "INSERT OR IGNORE INTO letters (id, reason, status, detail, at_ms, batch) VALUES (?, ?, ?, ?, ?, ?)",
+                    vec![
+                        SqlStorageValue::from(id),
+                        SqlStorageValue::from(letter.reason),
+                        status,
+                        SqlStorageValue::from(letter.detail),
+                        SqlStorageValue::try_from_i64(i64::try_from(letter.at_ms).unwrap_or(i64::MAX))?,
+                        batch,
+                    ],
+                )?;
+                Response::ok("stored")
+            }
+            "/list" => {
+                let rows = select(limit)?;
+                let letters: Vec<LetterSummary> = rows
+                    .into_iter()
+                    .map(|r| LetterSummary {
+                        events: r.batch.as_deref().and_then(delivery::readable_batch).unwrap_or(0),
+                        id: r.id,
+                        reason: r.reason,
+                        status: r.status,
+                        detail: r.detail,
+                        at_ms: r.at_ms,
+                    })
+                    .collect();
+                Response::from_json(&letters)
+            }
+            "/take" => {
+                let rows = select(limit)?;
+                Response::from_json(
+                    &rows.into_iter().map(|r| StoredLetter { id: r.id, batch: r.batch }).collect::<Vec<_>>(),
+                )
+            }
+            "/delete" => {
+                let ids: Vec<String> = match serde_json::from_str(&req.text().await?) {
+                    Ok(ids) => ids,
+                    Err(e) => return Response::error(format!("not a list of ids: {e}"), 400),
+                };
+                for id in ids {
+                    sql.exec("DELETE FROM letters WHERE id = ?", vec![SqlStorageValue::from(id)])?;
+                }
+                Response::ok("deleted")
+            }
+            _ => Response::error("not found", 404),
+        }
     }
 }

@@ -16,12 +16,20 @@ use protocol::{EnvelopeCode, COMPRESSION_PARAM, KEY_HEADER, KEY_PARAM};
 use serde::Serialize;
 use worker::js_sys::{Date, Reflect};
 use worker::wasm_bindgen::JsValue;
-use worker::{console_error, console_log, console_warn, web_sys, Env, Fetch, Headers, Request, Response};
+use worker::{
+    console_error, console_log, console_warn, web_sys, Env, Fetch, Headers, MessageBatch, MessageExt, QueueContentType,
+    QueueRetryOptionsBuilder, RawMessage, RawMessageBuilder, Request, Response,
+};
 
-use crate::config::{self, Config, PATH_PREFIX, QUOTAS_BINDING, SALTS_BINDING};
+use crate::config::{
+    self, Config, DEAD_LETTERS_BINDING, DEAD_LETTER_STORE_BINDING, DELIVERY_BINDING, PATH_PREFIX, QUOTAS_BINDING,
+    SALTS_BINDING,
+};
 use crate::context::{self, RequestFacts};
 use crate::cors::{self, Verdict};
+use crate::delivery::{self, DeadLetter, DeliveryMode, Outcome, DEFAULT_RETRY_DELAY_SECS, QUEUE_MESSAGE_BYTES};
 use crate::durable::SaltAnswer;
+use crate::durable::{LetterSummary, StoredLetter};
 use crate::geo::{self, CfValue};
 use crate::keys::{self, KeyCache, KeyState, KnownKey};
 use crate::limits::{self, Limit, QuotaAnswer, BINDING_PERIOD_SECS, IP_LIMITER, KEY_LIMITER};
@@ -42,6 +50,8 @@ thread_local! {
 
 /// Name of the one `SaltStore` instance: one salt per day for the whole deployment.
 const SALT_OBJECT: &str = "visitor-salts";
+/// Name of the one `DeadLetterStore` instance.
+const DEAD_LETTER_OBJECT: &str = "dead-letters";
 
 /// Why a request ended without a normal answer.
 enum Failure {
@@ -80,7 +90,8 @@ async fn handle(req: Request, env: &Env) -> Result<Response, Failure> {
     let prefix = config::path_prefix(env_string(env, PATH_PREFIX).as_deref());
     // The raw method: worker::Method maps unknown methods to GET.
     let method = req.inner().method();
-    match routes::route(&method, &req.path(), &prefix) {
+    let route = routes::route(&method, &req.path(), &prefix);
+    match route {
         Route::Health => Ok(json_response(200, &serde_json::json!({ "status": "ok" }))?),
         Route::NotFound => Err(EnvelopeError::new(EnvelopeCode::NotFound, "no such route").into()),
         Route::MethodNotAllowed { allow } => {
@@ -91,6 +102,7 @@ async fn handle(req: Request, env: &Env) -> Result<Response, Failure> {
         }
         Route::Batch => post_batch(req, env, &load_config(env)?, &url).await,
         Route::BatchPreflight => preflight(&req, &load_config(env)?, &url).await,
+        Route::DeadLetters | Route::Redrive => admin(&req, env, &load_config(env)?, &url, route).await,
     }
 }
 
@@ -214,6 +226,9 @@ async fn ingest(
     if events.is_empty() {
         return Ok(json_response(200, &BatchResponse { accepted: 0, rejected: edge_rejected })?);
     }
+    if cfg.delivery == DeliveryMode::Queue {
+        return enqueue(env, key, &events, edge_rejected).await;
+    }
     let chunks = outbound::forward_chunks(key, &events).map_err(|e| Failure::Internal(e.to_string()))?;
     drop(events);
 
@@ -236,6 +251,223 @@ async fn ingest(
         upstream("the origin answered an inconsistent response")
     })?;
     Ok(json_response(200, &merged)?)
+}
+
+/// `queue` mode: the enriched events onto the `DELIVERY` queue, one `ForwardBatch` text per
+/// message under the queue's message limit; the sender gets `200` with the accepted count and
+/// the edge's own rejections (the origin's later ones cannot reach it). A failed send answers
+/// a retryable `503` (messages sent before it are delivered; the origin dedups the repeat).
+async fn enqueue(
+    env: &Env,
+    key: &str,
+    events: &[EnrichedEvent],
+    rejected: Vec<envelope::Rejected>,
+) -> Result<Response, Failure> {
+    let queue = env.queue(DELIVERY_BINDING).map_err(|_| {
+        Failure::Internal(format!("DELIVERY_MODE is queue but the {DELIVERY_BINDING} binding is missing"))
+    })?;
+    let chunks = outbound::forward_chunks_with_limit(key, events, QUEUE_MESSAGE_BYTES)
+        .map_err(|e| Failure::Internal(e.to_string()))?;
+    for chunk in chunks {
+        let message =
+            RawMessageBuilder::new(JsValue::from_str(&chunk.body)).build_with_content_type(QueueContentType::Text);
+        if let Err(e) = queue.send_raw(message).await {
+            console_error!("delivery queue send failed: {e}");
+            return Err(EnvelopeError::new(EnvelopeCode::Unavailable, "the delivery queue is unavailable").into());
+        }
+    }
+    Ok(json_response(200, &BatchResponse { accepted: events.len(), rejected })?)
+}
+
+/// The queue consumer: the delivery queue's messages go to the origin; the dead-letter queue's
+/// go into the `DeadLetterStore` (see [`crate::delivery`]). Never `Err`: every message is acked
+/// or retried on its own.
+pub async fn consume(batch: MessageBatch<JsValue>, env: Env) -> worker::Result<()> {
+    // A message neither acked nor retried counts as acked when the handler returns: every path
+    // below must decide for each message.
+    let Ok(cfg) = Config::from_lookup(|name| env_string(&env, name)).map_err(|e| {
+        console_error!("queue consumer misconfigured ({e}): messages retried");
+    }) else {
+        batch.retry_all_with_options(
+            &QueueRetryOptionsBuilder::new().with_delay_seconds(DEFAULT_RETRY_DELAY_SECS).build(),
+        );
+        return Ok(());
+    };
+    let dead_letter_queue = batch.queue() == cfg.dead_letter_queue;
+    for message in batch.raw_iter() {
+        if dead_letter_queue {
+            keep_dead_letter(&env, &cfg, &message).await;
+        } else {
+            deliver(&env, &cfg, &message).await;
+        }
+    }
+    Ok(())
+}
+
+fn retry_after(message: &RawMessage, delay_secs: u32) {
+    message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay_secs).build());
+}
+
+/// Forwards one delivery message, signed now; acks, retries or dead-letters it.
+async fn deliver(env: &Env, cfg: &Config, message: &RawMessage) {
+    let text = message.body().as_string();
+    let readable = text.as_deref().and_then(delivery::readable_batch);
+    let (Some(body), Some(events)) = (text.clone(), readable) else {
+        let letter = DeadLetter {
+            reason: delivery::REASON_UNREADABLE.to_owned(),
+            status: None,
+            detail: "not a ForwardBatch JSON text".to_owned(),
+            at_ms: Date::now().max(0.0) as u64,
+            batch: text.or_else(|| worker::js_sys::JSON::stringify(&message.body()).ok().and_then(|s| s.as_string())),
+        };
+        dead_letter(env, cfg, message, letter).await;
+        return;
+    };
+    let (status, retry_header, answer) = match post_signed(cfg, INGEST_PATH, body.clone()).await {
+        Ok(reply) => (Some(reply.status), reply.retry_after, String::from_utf8_lossy(&reply.body).into_owned()),
+        Err(_) => (None, None, String::new()),
+    };
+    match delivery::classify(status, retry_header.as_deref(), cfg.retry_delay_secs) {
+        Outcome::Delivered => {
+            if let Ok(response) = serde_json::from_str::<BatchResponse>(&answer) {
+                log_rejections(&response.rejected);
+            }
+            console_log!("{}", serde_json::json!({ "event": "delivered", "events": events }));
+            message.ack();
+        }
+        Outcome::Retry { delay_secs } => {
+            console_warn!(
+                "{}",
+                serde_json::json!({ "event": "delivery_retry", "status": status, "events": events, "delay_secs": delay_secs })
+            );
+            retry_after(message, delay_secs);
+        }
+        Outcome::DeadLetter { reason } => {
+            let letter = DeadLetter {
+                reason: reason.to_owned(),
+                status,
+                detail: delivery::cut(&answer, delivery::DETAIL_BYTES).to_owned(),
+                at_ms: Date::now().max(0.0) as u64,
+                batch: Some(body),
+            };
+            dead_letter(env, cfg, message, letter).await;
+        }
+    }
+}
+
+/// Sends `letter` to the dead-letter queue and acks the message; if that send fails, the
+/// message is retried instead (never dropped).
+async fn dead_letter(env: &Env, cfg: &Config, message: &RawMessage, letter: DeadLetter) {
+    let events = letter.batch.as_deref().and_then(delivery::readable_batch).unwrap_or(0);
+    console_error!(
+        "{}",
+        serde_json::json!({ "event": "drop", "reason": "dead_letter", "cause": letter.reason, "status": letter.status, "events": events })
+    );
+    let sent = async {
+        let queue = env.queue(DEAD_LETTERS_BINDING)?;
+        let text = serde_json::to_string(&letter).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        queue
+            .send_raw(RawMessageBuilder::new(JsValue::from_str(&text)).build_with_content_type(QueueContentType::Text))
+            .await
+    }
+    .await;
+    match sent {
+        Ok(()) => message.ack(),
+        Err(e) => {
+            console_error!("dead-letter queue send failed, message retried: {e}");
+            retry_after(message, cfg.retry_delay_secs);
+        }
+    }
+}
+
+/// A dead-letter queue message into the `DeadLetterStore`, keyed by its message id.
+async fn keep_dead_letter(env: &Env, cfg: &Config, message: &RawMessage) {
+    let letter = delivery::dead_letter_of(message.body().as_string(), Date::now().max(0.0) as u64);
+    let stored: worker::Result<()> = async {
+        let body = serde_json::to_string(&letter).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let resp = dead_letter_store(env, &format!("put?id={}", message.id()), "POST", Some(body)).await?;
+        if resp.status_code() != 200 {
+            return Err(worker::Error::RustError(format!("store answered {}", resp.status_code())));
+        }
+        Ok(())
+    }
+    .await;
+    match stored {
+        Ok(()) => {
+            console_log!(
+                "{}",
+                serde_json::json!({ "event": "dead_letter_stored", "reason": letter.reason, "status": letter.status })
+            );
+            message.ack();
+        }
+        Err(e) => {
+            console_error!("dead letter could not be stored, retried: {e}");
+            retry_after(message, cfg.retry_delay_secs);
+        }
+    }
+}
+
+/// One call to the `DeadLetterStore` object (`path` with its query).
+async fn dead_letter_store(env: &Env, path: &str, method: &str, body: Option<String>) -> worker::Result<Response> {
+    let stub = env.durable_object(DEAD_LETTER_STORE_BINDING)?.id_from_name(DEAD_LETTER_OBJECT)?.get_stub()?;
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    if let Some(b) = body {
+        init.set_body(&JsValue::from_str(&b));
+    }
+    let request = web_sys::Request::new_with_str_and_init(&format!("https://dead-letters/{path}"), &init)?;
+    stub.fetch_with_request(Request::from(request)).await
+}
+
+/// The admin routes: `ADMIN_SECRET` unset hides them (`404`); a wrong bearer is `401`.
+async fn admin(req: &Request, env: &Env, cfg: &Config, url: &str, route: Route) -> Result<Response, Failure> {
+    let Some(secret) = cfg.admin_secret.as_deref() else {
+        return Err(EnvelopeError::new(EnvelopeCode::NotFound, "no such route").into());
+    };
+    if !delivery::admin_authorised(header(req, "authorization").as_deref(), secret) {
+        return Err(EnvelopeError::new(
+            EnvelopeCode::InvalidKey,
+            "admin routes need Authorization: Bearer <ADMIN_SECRET>",
+        )
+        .into());
+    }
+    let limit = query(url, "limit").and_then(|v| v.parse::<u32>().ok()).unwrap_or(100).clamp(1, 1000);
+    match route {
+        Route::DeadLetters => {
+            let mut resp = dead_letter_store(env, &format!("list?limit={limit}"), "GET", None).await?;
+            let letters: Vec<LetterSummary> = resp.json().await?;
+            Ok(json_response(200, &serde_json::json!({ "dead_letters": letters }))?)
+        }
+        _ => redrive(env, limit).await,
+    }
+}
+
+/// `POST /admin/v1/redrive?limit=`: the oldest dead letters back onto the delivery queue, then
+/// out of the store (a crash in between re-drives them twice: the origin dedups by event id).
+async fn redrive(env: &Env, limit: u32) -> Result<Response, Failure> {
+    let mut resp = dead_letter_store(env, &format!("take?limit={limit}"), "GET", None).await?;
+    let letters: Vec<StoredLetter> = resp.json().await?;
+    let queue = env.queue(DELIVERY_BINDING)?;
+    let mut moved = Vec::new();
+    let mut failed = 0usize;
+    for letter in letters {
+        // A letter without a text (a message that was no string) goes back as `null`: it will be
+        // dead-lettered again as unreadable, never silently dropped.
+        let body = letter.batch.map_or(JsValue::NULL, |b| JsValue::from_str(&b));
+        match queue.send_raw(RawMessageBuilder::new(body).build_with_content_type(QueueContentType::Json)).await {
+            Ok(()) => moved.push(letter.id),
+            Err(e) => {
+                console_error!("re-drive send failed: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if !moved.is_empty() {
+        let ids = serde_json::to_string(&moved).map_err(|e| Failure::Internal(e.to_string()))?;
+        dead_letter_store(env, "delete", "POST", Some(ids)).await?;
+    }
+    console_log!("{}", serde_json::json!({ "event": "redrive", "moved": moved.len(), "failed": failed }));
+    Ok(json_response(200, &serde_json::json!({ "redriven": moved.len(), "failed": failed }))?)
 }
 
 /// `OPTIONS /v1/batch?key=...`: 204 with CORS headers for an allowed origin, else 403.

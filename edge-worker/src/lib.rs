@@ -9,12 +9,17 @@
 //! Daily visitor salts and per-project quotas live in two Durable Objects (`durable`); the
 //! per-IP and per-key limits use Cloudflare's rate-limit binding.
 //!
+//! With `DELIVERY_MODE = "queue"` the valid events go onto a Cloudflare Queue instead, and this
+//! worker's queue consumer forwards them, retries origin outages and dead-letters what the origin
+//! refuses ([`delivery`]); dead letters wait in a third object until an admin re-drive.
+//!
 //! Everything but `handler`, `durable` (and the entry point below) is plain Rust that compiles and tests
 //! natively; the workers-rs glue only exists on `wasm32`.
 
 pub mod config;
 pub mod context;
 pub mod cors;
+pub mod delivery;
 pub mod geo;
 pub mod keys;
 pub mod limits;
@@ -35,4 +40,16 @@ mod handler;
 #[worker::event(fetch)]
 async fn fetch(req: worker::Request, env: worker::Env, _ctx: worker::Context) -> worker::Result<worker::Response> {
     handler::fetch(req, env).await
+}
+
+/// The Worker's `queue` entry point: the delivery queue's consumer (forward to the origin) and
+/// the dead-letter queue's (keep for a re-drive); see `handler::consume`.
+#[cfg(target_arch = "wasm32")]
+#[worker::event(queue)]
+async fn queue(
+    batch: worker::MessageBatch<wasm_bindgen::JsValue>,
+    env: worker::Env,
+    _ctx: worker::Context,
+) -> worker::Result<()> {
+    handler::consume(batch, env).await
 }

@@ -4,6 +4,10 @@ use protocol::BATCH_PATH;
 
 /// Path of the liveness probe.
 pub const HEALTH_PATH: &str = "/health";
+/// Admin: list the dead letters (`GET`, bearer `ADMIN_SECRET`).
+pub const DEAD_LETTERS_PATH: &str = "/admin/v1/dead-letters";
+/// Admin: put the dead letters back on the delivery queue (`POST`, bearer `ADMIN_SECRET`).
+pub const REDRIVE_PATH: &str = "/admin/v1/redrive";
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +18,10 @@ pub enum Route {
     BatchPreflight,
     /// `GET /health`.
     Health,
+    /// `GET /admin/v1/dead-letters`.
+    DeadLetters,
+    /// `POST /admin/v1/redrive`.
+    Redrive,
     /// No such path (or the path lacks the configured prefix).
     NotFound,
     /// Known path, wrong method; `allow` is the `Allow` header value.
@@ -34,6 +42,10 @@ pub fn route(method: &str, path: &str, prefix: &str) -> Route {
         (BATCH_PATH, _) => Route::MethodNotAllowed { allow: "POST, OPTIONS" },
         (HEALTH_PATH, "GET" | "HEAD") => Route::Health,
         (HEALTH_PATH, _) => Route::MethodNotAllowed { allow: "GET, HEAD" },
+        (DEAD_LETTERS_PATH, "GET") => Route::DeadLetters,
+        (DEAD_LETTERS_PATH, _) => Route::MethodNotAllowed { allow: "GET" },
+        (REDRIVE_PATH, "POST") => Route::Redrive,
+        (REDRIVE_PATH, _) => Route::MethodNotAllowed { allow: "POST" },
         _ => Route::NotFound,
     }
 }
@@ -111,6 +123,9 @@ mod tests {
         check("GET", "/health", "", Route::Health);
         check("HEAD", "/health", "", Route::Health);
         check("POST", "/health", "", Route::MethodNotAllowed { allow: "GET, HEAD" });
+        check("GET", "/admin/v1/dead-letters", "", Route::DeadLetters);
+        check("POST", "/admin/v1/redrive", "", Route::Redrive);
+        check("GET", "/admin/v1/redrive", "", Route::MethodNotAllowed { allow: "POST" });
         check("POST", "/v1/batch/", "", Route::NotFound);
         check("POST", "/v2/batch", "", Route::NotFound);
         check("GET", "/", "", Route::NotFound);

@@ -46,7 +46,9 @@ export async function startOrigin(secret) {
     lookups: [], // { headers, raw: Buffer, body: KeyLookupRequest }
     badSignatures: 0,
     failNext: null, // { status, body, headers } answered to the next ingest
+    respond: null, // (ForwardBatch) => { status, body, headers } | null: answers ingests while set
     reset() {
+      this.respond = null;
       this.ingests = [];
       this.lookups = [];
       this.badSignatures = 0;
@@ -76,6 +78,8 @@ export async function startOrigin(secret) {
           state.failNext = null;
           return send(res, status, json, headers);
         }
+        const custom = state.respond?.(body);
+        if (custom) return send(res, custom.status, custom.body, custom.headers);
         const rejected = [];
         body.events.forEach((e, index) => {
           if (e.event.name === ORIGIN_REJECTS) rejected.push({ index, code: 'invalid_field', field: 'properties' });
