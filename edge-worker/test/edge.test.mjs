@@ -220,7 +220,7 @@ describe('batches', () => {
       ev({ type: 'nope' }), // 0: edge rejects
       ev({ name: 'ok' }), // 1 -> forwarded 0
       ev({ name: ORIGIN_REJECTS }), // 2 -> forwarded 1, origin rejects
-      ev({ anonymous_id: undefined }), // 3: edge rejects
+      ev({ timestamp: 'soon' }), // 3: edge rejects
       ev({ name: ORIGIN_REJECTS }), // 4 -> forwarded 2, origin rejects
       ev({ name: 'ok' }), // 5 -> forwarded 3
     ];
@@ -231,7 +231,7 @@ describe('batches', () => {
       rejected: [
         { index: 0, code: 'invalid_type', field: 'type' },
         { index: 2, code: 'invalid_field', field: 'properties' },
-        { index: 3, code: 'missing_distinct_id', field: 'anonymous_id' },
+        { index: 3, code: 'invalid_timestamp', field: 'timestamp' },
         { index: 4, code: 'invalid_field', field: 'properties' },
       ],
     });

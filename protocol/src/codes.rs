@@ -145,7 +145,8 @@ codes! {
         MissingTimestamp = "missing_timestamp",
         /// `timestamp` is not an RFC 3339 timestamp, or is before 2000 or after 9999.
         InvalidTimestamp = "invalid_timestamp",
-        /// Neither `anonymous_id` nor `user_id` is set.
+        /// An `alias` with neither `anonymous_id` nor `user_id` (other events without ids are
+        /// cookieless: the visitor hash stands in).
         MissingDistinctId = "missing_distinct_id",
         /// An id field is empty or longer than [`crate::limits::MAX_ID_LEN`].
         InvalidDistinctId = "invalid_distinct_id",

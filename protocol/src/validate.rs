@@ -91,10 +91,12 @@ pub fn validate_event(value: Value) -> Result<Event, Rejection> {
     let previous_id = has("previous_id")?;
     let group_type = has("group_type")?;
     let group_key = has("group_key")?;
-    if !anonymous_id && !user_id {
-        return Err(Rejection::new(RejectCode::MissingDistinctId, "anonymous_id"));
-    }
+    // Without any id the event is cookieless: the collector's daily visitor hash stands in for
+    // the person. Only an alias needs an id of its own to join to `previous_id`.
     match kind {
+        EventType::Alias if !anonymous_id && !user_id => {
+            return Err(Rejection::new(RejectCode::MissingDistinctId, "anonymous_id"))
+        }
         EventType::Identify if !user_id => return Err(Rejection::new(RejectCode::MissingUserId, "user_id")),
         EventType::Alias if !previous_id => return Err(Rejection::new(RejectCode::MissingPreviousId, "previous_id")),
         EventType::Group if !group_type || !group_key => {
@@ -130,7 +132,7 @@ pub fn check_typed(event: &Event) -> Result<(), Rejection> {
     if event.name.len() > MAX_NAME_LEN {
         return Err(Rejection::new(RejectCode::NameTooLong, "name"));
     }
-    if event.distinct_id().is_none() {
+    if event.kind == EventType::Alias && event.distinct_id().is_none() {
         return Err(Rejection::new(RejectCode::MissingDistinctId, "anonymous_id"));
     }
     let ids = [
@@ -328,7 +330,11 @@ mod tests {
         check(with(json!({"timestamp": 1733040000})), Err((InvalidTimestamp, Some("timestamp"))));
         check(with(json!({"timestamp": "1969-12-31T23:59:59Z"})), Err((InvalidTimestamp, Some("timestamp"))));
         check(with(json!({"timestamp": "2026-12-01T12:00:00+02:00"})), Ok(()));
-        check(with(json!({"anonymous_id": "__remove__"})), Err((MissingDistinctId, Some("anonymous_id"))));
+        check(with(json!({"anonymous_id": "__remove__"})), Ok(()));
+        check(
+            with(json!({"type": "alias", "anonymous_id": "__remove__", "previous_id": "p"})),
+            Err((MissingDistinctId, Some("anonymous_id"))),
+        );
         check(with(json!({"anonymous_id": "__remove__", "user_id": "u1"})), Ok(()));
         check(with(json!({"anonymous_id": ""})), Err((InvalidDistinctId, Some("anonymous_id"))));
         check(with(json!({"anonymous_id": 12})), Err((InvalidDistinctId, Some("anonymous_id"))));

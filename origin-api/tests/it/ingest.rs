@@ -331,3 +331,20 @@ async fn a_saturated_ingest_buffer_answers_503_with_retry_after() {
     assert_eq!(s, 200, "a place frees up: accepted again");
     assert_eq!(app.stored().await, 1, "the refused batch was not stored (the sender retries it)");
 }
+
+#[tokio::test]
+async fn cookieless_events_use_the_visitor_hash_as_the_person() {
+    let app = TestApp::start("cookieless").await;
+    let strip = |mut e: Value| {
+        e.as_object_mut().unwrap().remove("anonymous_id");
+        e
+    };
+    let (s, v) = app.post_batch(batch(&[strip(event("a")), strip(event("b"))]), "application/json").await;
+    assert_eq!((s, v["accepted"].as_i64()), (200, Some(2)), "{v}");
+    let client = app.pool.get().await.unwrap();
+    let rows = client.query("SELECT DISTINCT distinct_id, visitor_hash FROM events", &[]).await.unwrap();
+    assert_eq!(rows.len(), 1, "same visitor (ip + user agent) on the same day");
+    let (distinct, hash): (String, String) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!(distinct, hash);
+    assert!(nexus_origin::store::persons::person_of(&app.pool, app.project.project_id, &hash).await.unwrap().is_some());
+}
