@@ -47,8 +47,49 @@ fn device_type(category: &str, ua: &str) -> &'static str {
     }
 }
 
+/// Browser, OS and device type of a user agent.
+type Agent = (Option<String>, Option<String>, Option<&'static str>);
+
+fn agent(ua: Option<&str>, bot: bool) -> Agent {
+    match ua {
+        Some(ua) => match woothee::parser::Parser::new().parse(ua) {
+            Some(r) => {
+                let known = |s: &str| (s != "UNKNOWN" && !s.is_empty()).then(|| s.to_owned());
+                (known(r.name), known(r.os), Some(if bot { "bot" } else { device_type(r.category, ua) }))
+            }
+            None => (None, None, Some(if bot { "bot" } else { "other" })),
+        },
+        None => (None, None, None),
+    }
+}
+
+/// Derives the typed columns of a batch. The events of one request share a user agent, so it
+/// is parsed once per distinct value, not once per event.
+pub fn derive_all(events: &[EnrichedEvent]) -> Vec<Derived> {
+    let mut last: Option<(Option<&str>, bool, Agent)> = None;
+    events
+        .iter()
+        .map(|e| {
+            let key = (e.user_agent.as_deref(), e.bot);
+            let parsed = match &last {
+                Some((ua, bot, a)) if (*ua, *bot) == key => a.clone(),
+                _ => {
+                    let a = agent(key.0, key.1);
+                    last = Some((key.0, key.1, a.clone()));
+                    a
+                }
+            };
+            derive_with(e, parsed)
+        })
+        .collect()
+}
+
 /// Derives the typed columns of one event.
 pub fn derive(e: &EnrichedEvent) -> Derived {
+    derive_with(e, agent(e.user_agent.as_deref(), e.bot))
+}
+
+fn derive_with(e: &EnrichedEvent, (browser, os, device): Agent) -> Derived {
     let ctx = &e.event.context;
     let page = ctx.url.as_deref().and_then(|u| Url::parse(u).ok());
     let host = page.as_ref().and_then(|u| u.host_str()).map(|h| h.to_ascii_lowercase());
@@ -71,16 +112,6 @@ pub fn derive(e: &EnrichedEvent) -> Derived {
         search_click_id: query("gclid").is_some() || query("msclkid").is_some(),
         social_click_id: query("fbclid").is_some(),
     });
-    let (browser, os, device) = match e.user_agent.as_deref() {
-        Some(ua) => match woothee::parser::Parser::new().parse(ua) {
-            Some(r) => {
-                let known = |s: &str| (s != "UNKNOWN" && !s.is_empty()).then(|| s.to_owned());
-                (known(r.name), known(r.os), Some(if e.bot { "bot" } else { device_type(r.category, ua) }))
-            }
-            None => (None, None, Some(if e.bot { "bot" } else { "other" })),
-        },
-        None => (None, None, None),
-    };
     Derived { host, referrer_domain, channel: Some(channel.as_str()), utm, browser, os, device_type: device }
 }
 

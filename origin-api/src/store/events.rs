@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::ingest::enrich::{derive, Derived};
+use crate::ingest::enrich::{derive_all, Derived};
 
 /// The batch as one array per column, for `unnest`: the whole batch travels as 30 binary
 /// parameters and is written by one statement with one plan, whatever its size.
@@ -204,7 +204,7 @@ async fn insert_once(pool: &Pool, project_id: i64, events: &[EnrichedEvent]) -> 
     // then never wait on each other in a cycle.
     let mut order: Vec<usize> = (0..events.len()).collect();
     order.sort_by_key(|&i| events[i].event.id);
-    let derived: Vec<Derived> = events.iter().map(derive).collect();
+    let derived: Vec<Derived> = derive_all(events);
     let mut c = Columns::default();
     for &i in &order {
         c.push(&events[i], &derived[i]);
