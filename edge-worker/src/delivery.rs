@@ -110,18 +110,6 @@ pub struct DeadLetter {
 /// How much of the origin's answer a dead letter keeps.
 pub const DETAIL_BYTES: usize = 1024;
 
-/// Cuts `s` to at most `max` bytes on a character boundary.
-pub fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// What a message on the dead-letter queue means: a [`DeadLetter`] the consumer wrote, or (any
 /// other text) an original delivery message whose retries ran out.
 pub fn dead_letter_of(text: Option<String>, now_ms: u64) -> DeadLetter {
@@ -212,8 +200,6 @@ mod tests {
         assert_eq!((exhausted.reason.as_str(), exhausted.at_ms), (REASON_RETRIES_EXHAUSTED, 9));
         assert_eq!(exhausted.batch, Some(raw));
         assert_eq!(dead_letter_of(None, 1).batch, None);
-        assert_eq!(cut("héllo", 2), "h");
-        assert_eq!(cut("abc", 10), "abc");
     }
 
     #[test]

@@ -346,7 +346,7 @@ async fn deliver(env: &Env, cfg: &Config, message: &RawMessage) {
             let letter = DeadLetter {
                 reason: reason.to_owned(),
                 status,
-                detail: delivery::cut(&answer, delivery::DETAIL_BYTES).to_owned(),
+                detail: geo::truncate(&answer, delivery::DETAIL_BYTES).to_owned(),
                 at_ms: Date::now().max(0.0) as u64,
                 batch: Some(body),
             };

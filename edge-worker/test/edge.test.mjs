@@ -3,48 +3,14 @@
 
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
-import { fileURLToPath } from 'node:url';
-import { Miniflare } from 'miniflare';
 
 import { KEYS, ORIGIN_REJECTS, startOrigin } from './fake-origin.mjs';
+import { BARE_CF, CHROME, MAX_BATCH_BYTES, SECRET, call, ev, worker } from './support.mjs';
 
-const SCRIPT = fileURLToPath(new URL('../build/index.js', import.meta.url));
-const SECRET = 'test-origin-secret';
 const SALT = 'test-visitor-salt';
-const CHROME =
-  'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36';
 const CLIENT_IP = '203.0.113.77';
-const MAX_BATCH_BYTES = 512 * 1024;
-
-/** The geo fields of miniflare's default `cf`; set to undefined they vanish from the blob. */
-const CF_GEO_KEYS = [
-  'asOrganization', 'asn', 'colo', 'city', 'region', 'regionCode', 'metroCode', 'postalCode',
-  'country', 'continent', 'timezone', 'latitude', 'longitude', 'botManagement',
-];
-const BARE_CF = Object.fromEntries(CF_GEO_KEYS.map((k) => [k, undefined]));
-
-function worker(bindings) {
-  return new Miniflare({
-    modules: true,
-    scriptPath: SCRIPT,
-    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
-    compatibilityDate: '2026-04-01',
-    bindings,
-  });
-}
-
-function ev(over = {}) {
-  return {
-    id: randomUUID(),
-    type: 'track',
-    name: 'clicked',
-    anonymous_id: 'anon-1',
-    timestamp: new Date().toISOString(),
-    ...over,
-  };
-}
 
 /** The protocol's visitor hash: sha256 over length-prefixed (u64 BE) parts, first 16 bytes, hex. */
 function visitorHash(salt, projectId, ip, ua) {
@@ -60,17 +26,6 @@ function visitorHash(salt, projectId, ip, ua) {
 let origin;
 let mf;
 
-async function call(mfInstance, method, path, { headers = {}, body, cf } = {}) {
-  const res = await mfInstance.dispatchFetch(`http://edge.test${path}`, { method, headers, body, cf });
-  const text = await res.text();
-  let json;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, headers: res.headers, json, text };
-}
 
 /** POSTs a batch (an array of events, an object, or a raw string/Buffer body). */
 function post(batch, { key = 'wk_valid', query = '', headers = {}, cf = BARE_CF, raw } = {}) {
