@@ -143,9 +143,14 @@ pub struct KeyLookupResponse {
 impl KeyLookupResponse {
     /// True when a browser request from `origin` may send events to this project.
     pub fn allows_origin(&self, origin: &str) -> bool {
-        self.allowed_origins.is_empty()
-            || self.allowed_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        allows_origin(&self.allowed_origins, origin)
     }
+}
+
+/// True when a browser request from `origin` may send to a project with these allowed origins
+/// (empty means any; `*` means any).
+pub fn allows_origin(allowed_origins: &[String], origin: &str) -> bool {
+    allowed_origins.is_empty() || allowed_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
 }
 
 #[cfg(test)]

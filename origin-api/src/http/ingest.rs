@@ -48,12 +48,7 @@ fn write_key(req: &Parts) -> Result<String, EnvelopeError> {
 /// does not allow that origin. `None` for non-browser requests (no `Origin` header).
 fn allowed_origin(headers: &HeaderMap, key: &ResolvedKey) -> Result<Option<HeaderValue>, EnvelopeError> {
     let Some(origin) = header_str(headers, "origin") else { return Ok(None) };
-    let lookup = KeyLookupResponse {
-        project_id: key.project_id,
-        revoked: key.revoked,
-        allowed_origins: key.allowed_origins.clone(),
-    };
-    if lookup.allows_origin(origin) {
+    if protocol::forward::allows_origin(&key.allowed_origins, origin) {
         Ok(HeaderValue::from_str(origin).ok())
     } else {
         Err(EnvelopeError::new(EnvelopeCode::OriginNotAllowed, "this origin may not send events to the project"))

@@ -1,8 +1,11 @@
 //! HTTP: the router, shared state, and the one error type every handler returns.
 
+mod auth;
 mod health;
 mod ingest;
+mod persons;
 mod stats;
+mod warnings;
 
 use std::sync::Arc;
 
@@ -60,8 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route(protocol::forward::INGEST_PATH, post(ingest::forwarded_batch))
         .route(protocol::forward::KEY_LOOKUP_PATH, post(ingest::key_lookup))
         .route("/v1/stats/events-per-day", get(stats::events_per_day))
-        .route("/v1/ingestion/warnings", get(stats::ingestion_warnings))
-        .route("/v1/persons/{distinct_id}", axum::routing::delete(stats::delete_person))
+        .route("/v1/ingestion/warnings", get(warnings::ingestion_warnings))
+        .route("/v1/persons/{distinct_id}", axum::routing::delete(persons::delete_person))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

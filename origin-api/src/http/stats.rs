@@ -8,8 +8,9 @@ use protocol::codes::EnvelopeCode;
 use protocol::envelope::EnvelopeError;
 use serde::{Deserialize, Serialize};
 
-use super::{header_str, AppError, AppState};
-use crate::store::{self, events::DayCount, projects::ResolvedKey};
+use super::auth::authorize_read;
+use super::{AppError, AppState};
+use crate::store::{self, events::DayCount};
 
 /// Query string of `/v1/stats/events-per-day`.
 #[derive(Debug, Deserialize)]
@@ -26,51 +27,6 @@ pub struct DailyResponse {
     project_id: i64,
     timezone: String,
     days: Vec<DayCount>,
-}
-
-/// Resolves `Authorization: Bearer <key>` to a project, requiring the read (or admin) scope.
-pub async fn authorize_read(state: &AppState, headers: &HeaderMap) -> Result<ResolvedKey, AppError> {
-    let key = header_str(headers, "authorization").and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).ok_or_else(
-        || EnvelopeError::new(EnvelopeCode::MissingKey, "send the read key as authorization: bearer <key>"),
-    )?;
-    match store::projects::resolve_key(&state.pool, key).await? {
-        None => Err(EnvelopeError::new(EnvelopeCode::InvalidKey, "unknown key").into()),
-        Some(k) if k.revoked => Err(EnvelopeError::new(EnvelopeCode::RevokedKey, "this key was revoked").into()),
-        Some(k) if k.scope == "write" => {
-            Err(EnvelopeError::new(EnvelopeCode::InsufficientScope, "this endpoint needs a read key").into())
-        }
-        Some(k) => Ok(k),
-    }
-}
-
-/// Resolves `Authorization: Bearer <key>` to a project, requiring the admin scope.
-pub async fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<ResolvedKey, AppError> {
-    let key = authorize_read(state, headers).await?;
-    if key.scope != "admin" {
-        return Err(EnvelopeError::new(EnvelopeCode::InsufficientScope, "this endpoint needs the admin key").into());
-    }
-    Ok(key)
-}
-
-/// `DELETE /v1/persons/{distinct_id}` (admin key): deletes the person of that id with all their
-/// events and sessions, and tombstones their ids so late events never bring them back.
-pub async fn delete_person(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    axum::extract::Path(distinct_id): axum::extract::Path<String>,
-) -> Result<Json<store::persons::Deleted>, AppError> {
-    let key = authorize_admin(&state, &headers).await?;
-    if distinct_id.is_empty() || distinct_id.len() > protocol::limits::MAX_ID_LEN {
-        return Err(EnvelopeError::new(EnvelopeCode::InvalidQuery, "distinct id must be 1 to 200 bytes").into());
-    }
-    let deleted = store::persons::delete_person(&state.pool, key.project_id, &distinct_id).await?;
-    tracing::info!(
-        project_id = key.project_id,
-        ids = deleted.distinct_ids.len(),
-        events = deleted.events,
-        "person deleted"
-    );
-    Ok(Json(deleted))
 }
 
 fn date(field: &str, v: Option<&str>) -> Result<NaiveDate, EnvelopeError> {
@@ -105,25 +61,4 @@ pub async fn events_per_day(
     let days =
         store::events::events_per_day(&state.pool, key.project_id, &key.timezone, from, to, include_bots).await?;
     Ok(Json(DailyResponse { project_id: key.project_id, timezone: key.timezone, days }))
-}
-
-/// Query string of `/v1/ingestion/warnings`.
-#[derive(Debug, Deserialize)]
-pub struct WarningsQuery {
-    days: Option<i32>,
-}
-
-/// `GET /v1/ingestion/warnings?days=7`: dropped events by day and reason, with examples.
-pub async fn ingestion_warnings(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<WarningsQuery>,
-) -> Result<Json<serde_json::Value>, AppError> {
-    let key = authorize_read(&state, &headers).await?;
-    let days = q.days.unwrap_or(7);
-    if !(0..=90).contains(&days) {
-        return Err(EnvelopeError::new(EnvelopeCode::InvalidQuery, "days must be between 0 and 90").into());
-    }
-    let warnings = store::warnings::list(&state.pool, key.project_id, days).await?;
-    Ok(Json(serde_json::json!({"project_id": key.project_id, "warnings": warnings})))
 }

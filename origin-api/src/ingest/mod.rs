@@ -101,7 +101,7 @@ pub async fn ingest_direct(
 ) -> Result<BatchResponse, IngestError> {
     // Step "parse & validate".
     let parsed = envelope::parse_batch(body)?;
-    let mut rejected = parsed.rejected();
+    let rejected = parsed.rejected();
     // Step "enrich at origin": skew, visitor hash, bot flag, geo (looked up by the caller).
     let salt = store::events::daily_salt(pool, req.received_at.date_naive()).await?;
     let ua = req.user_agent.as_deref().unwrap_or("");
@@ -116,7 +116,6 @@ pub async fn ingest_direct(
     let events: Vec<EnrichedEvent> = parsed.events.into_iter().flatten().map(|ev| forward::enrich(ev, &ctx)).collect();
     let drops = rejected.iter().map(|r| invalid_drop(r.code, r.field.clone())).collect();
     let accepted = write(pool, project.project_id, &events, drops).await?;
-    rejected.sort_by_key(|r| r.index);
     Ok(BatchResponse { accepted, rejected })
 }
 
@@ -135,8 +134,8 @@ pub async fn ingest_forwarded(
         match check_typed(&e.event) {
             Ok(()) => events.push(e),
             Err(rej) => {
-                drops.push(store::warnings::Drop {
-                    reason: rej.code.as_str(),
+                drops.push(store::warnings::DroppedEvent {
+                    reason: DropReason::Invalid(rej.code),
                     field: rej.field.map(str::to_owned),
                     event_id: Some(e.event.id.to_string()),
                     name: Some(e.event.name.clone()),
@@ -172,8 +171,8 @@ pub async fn ingest_import(
     Ok((accepted, rejected))
 }
 
-fn invalid_drop(code: RejectCode, field: Option<String>) -> store::warnings::Drop {
-    store::warnings::Drop { reason: code.as_str(), field, event_id: None, name: None }
+fn invalid_drop(code: RejectCode, field: Option<String>) -> store::warnings::DroppedEvent {
+    store::warnings::DroppedEvent { reason: DropReason::Invalid(code), field, event_id: None, name: None }
 }
 
 /// Step "write" (with "dedupe"): one idempotent statement; duplicates count as accepted. Then
@@ -182,7 +181,7 @@ async fn write(
     pool: &Pool,
     project_id: i64,
     events: &[EnrichedEvent],
-    mut drops: Vec<store::warnings::Drop>,
+    mut drops: Vec<store::warnings::DroppedEvent>,
 ) -> Result<usize, StoreError> {
     let started = std::time::Instant::now();
     // Step "drop deleted persons": acknowledged (a retry would change nothing), never stored.
@@ -198,8 +197,8 @@ async fn write(
             .flatten()
             .any(|id| deleted.contains(id))
     });
-    drops.extend(gone.iter().map(|e| store::warnings::Drop {
-        reason: DropReason::PersonDeleted.as_str(),
+    drops.extend(gone.iter().map(|e| store::warnings::DroppedEvent {
+        reason: DropReason::PersonDeleted,
         field: None,
         event_id: Some(e.event.id.to_string()),
         name: Some(e.event.name.clone()),
@@ -212,14 +211,14 @@ async fn write(
     let inserted = store::events::insert(pool, project_id, &kept).await?;
     metrics::counter!("nexus_origin_events_stored_total").increment(inserted.len() as u64);
     metrics::histogram!("nexus_origin_ingest_batch_seconds").record(started.elapsed().as_secs_f64());
-    drops.extend(kept.iter().filter(|e| !inserted.contains(&e.event.id)).map(|e| store::warnings::Drop {
-        reason: DropReason::Duplicate.as_str(),
+    drops.extend(kept.iter().filter(|e| !inserted.contains(&e.event.id)).map(|e| store::warnings::DroppedEvent {
+        reason: DropReason::Duplicate,
         field: None,
         event_id: Some(e.event.id.to_string()),
         name: Some(e.event.name.clone()),
     }));
     for d in &drops {
-        metrics::counter!("nexus_origin_events_dropped_total", "reason" => d.reason).increment(1);
+        metrics::counter!("nexus_origin_events_dropped_total", "reason" => d.reason.as_str()).increment(1);
     }
     // The events are committed: a failure to record the warnings is logged, not returned, or
     // the sender would retry a batch that is already stored.

@@ -8,12 +8,13 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::StoreError;
+use crate::ingest::DropReason;
 
 /// One dropped event, as remembered for the project.
 #[derive(Debug, Clone)]
-pub struct Drop {
-    /// Reason label (a reject code or `duplicate`).
-    pub reason: &'static str,
+pub struct DroppedEvent {
+    /// Why (the closed set of the ingest pipeline).
+    pub reason: DropReason,
     /// Field at fault, if known.
     pub field: Option<String>,
     /// Event id, if it had a readable one.
@@ -26,13 +27,13 @@ pub struct Drop {
 const EXAMPLES: usize = 5;
 
 /// Records a batch's drops: one upsert per reason.
-pub async fn record(pool: &Pool, project_id: i64, at: DateTime<Utc>, drops: &[Drop]) -> Result<(), StoreError> {
+pub async fn record(pool: &Pool, project_id: i64, at: DateTime<Utc>, drops: &[DroppedEvent]) -> Result<(), StoreError> {
     if drops.is_empty() {
         return Ok(());
     }
     let mut by_reason: BTreeMap<&str, (i64, Vec<Value>)> = BTreeMap::new();
     for d in drops {
-        let entry = by_reason.entry(d.reason).or_default();
+        let entry = by_reason.entry(d.reason.as_str()).or_default();
         entry.0 += 1;
         if entry.1.len() < EXAMPLES {
             // Names and ids are cut: an example is a hint, not a copy of hostile input.
