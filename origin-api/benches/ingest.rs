@@ -70,7 +70,13 @@ fn delta(before: &CpuSample, after: &CpuSample) -> (f64, f64, f64) {
     (after.origin - before.origin, pg, after.me - before.me)
 }
 
-fn realistic_event(i: usize, now: &str) -> Value {
+/// Event `i` of the run. A batch holds the events of `sessions` visitors, each contributing a
+/// run of consecutive events of its one session: what the edge's queue consumer forwards when it
+/// merges SDK batches (one SDK batch is one browser, one session). Visitors come back in later
+/// batches, so sessions grow across batches like real ones.
+fn realistic_event(i: usize, now: &str, sessions: usize) -> Value {
+    let per_session = (BATCH / sessions.clamp(1, BATCH)).max(1);
+    let visitor = ((i / BATCH) * sessions + (i % BATCH) / per_session) % 3000;
     let pages = ["/", "/pricing", "/docs/getting-started", "/blog/launch", "/signup", "/app/dashboard"];
     let path = pages[i % pages.len()];
     let page = i.is_multiple_of(3);
@@ -81,8 +87,8 @@ fn realistic_event(i: usize, now: &str) -> Value {
         "id": uuid::Uuid::now_v7(),
         "type": if page { "page" } else { "track" },
         "name": name,
-        "anonymous_id": format!("anon-{}", i % 5000),
-        "session_id": format!("sess-{}", i % 1500),
+        "anonymous_id": format!("anon-{visitor}"),
+        "session_id": format!("sess-{visitor}"),
         "timestamp": now,
         "properties": {"plan": plan, "price": price, "experiment": "hero-b", "logged_in": i.is_multiple_of(2)},
         "context": {
@@ -98,6 +104,9 @@ fn realistic_event(i: usize, now: &str) -> Value {
         }
     })
 }
+
+/// Events per request.
+const BATCH: usize = 100;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -116,7 +125,8 @@ async fn main() -> anyhow::Result<()> {
     // `cargo bench` passes --bench; only our flags matter.
     let total = arg("--events", 200_000);
     let concurrency = arg("--concurrency", 8);
-    let batch_size = 100;
+    let sessions = arg("--sessions-per-batch", 10);
+    let batch_size = BATCH;
     let dir = tempfile::Builder::new().prefix("nexus-bench-").tempdir_in("/tmp")?;
     // Default (durable) server settings: fsync on, synchronous commit on.
     let pg = EmbeddedPostgres::start(&EmbeddedOptions { data_dir: dir.path().to_path_buf(), no_fsync: false })?;
@@ -153,7 +163,8 @@ async fn main() -> anyhow::Result<()> {
     let make_batches = |n: usize| -> Vec<String> {
         (0..n / batch_size)
             .map(|b| {
-                let events: Vec<Value> = (0..batch_size).map(|i| realistic_event(b * batch_size + i, &now)).collect();
+                let events: Vec<Value> =
+                    (0..batch_size).map(|i| realistic_event(b * batch_size + i, &now, sessions)).collect();
                 json!({"sent_at": now, "batch": events}).to_string()
             })
             .collect()
@@ -214,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
     // 2xx -> visible to a query, one event at a time.
     let mut visible = Vec::new();
     for i in 0..200 {
-        let ev = realistic_event(i, &chrono::Utc::now().to_rfc3339());
+        let ev = realistic_event(i, &chrono::Utc::now().to_rfc3339(), sessions);
         let id: uuid::Uuid = ev["id"].as_str().unwrap().parse()?;
         let res = http
             .post(format!("{base}/v1/batch?key={}", project.write_key))
@@ -276,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
     let copy_rate = copied as f64 / copy_secs;
     let per_k = |cpu: f64, n: f64| cpu / n * 1000.0;
     println!(
-        "\ningest benchmark: {events} events in batches of {batch_size}, {concurrency} connections, durable settings"
+        "\ningest benchmark: {events} events in batches of {batch_size} ({sessions} sessions per batch), {concurrency} connections, durable settings"
     );
     println!(
         "{:<34} {:>12} {:>14} {:>14} {:>14}",

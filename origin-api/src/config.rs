@@ -140,4 +140,22 @@ pub struct IngestConfig {
     /// MaxMind-format database (GeoLite2, DB-IP) for the geo of direct ingest. Default: no geo.
     #[arg(long, env = "NEXUS_GEOIP_DB")]
     pub geoip_db: Option<PathBuf>,
+    /// Write transactions running at once (each takes the requests waiting: a group commit).
+    /// Default 2.
+    #[arg(long = "ingest-writers", env = "NEXUS_INGEST_WRITERS", default_value_t = 2)]
+    pub writers: usize,
+    /// Largest number of events one write transaction takes. Default 2000.
+    #[arg(long = "ingest-group-events", env = "NEXUS_INGEST_GROUP_EVENTS", default_value_t = 2000)]
+    pub max_group_events: usize,
+}
+
+impl IngestConfig {
+    /// The writer's settings.
+    pub fn writer(&self) -> crate::ingest::writer::WriterConfig {
+        crate::ingest::writer::WriterConfig {
+            writers: self.writers,
+            max_group_events: self.max_group_events,
+            ..Default::default()
+        }
+    }
 }

@@ -71,6 +71,7 @@ async fn import(args: crate::config::ImportArgs) -> anyhow::Result<()> {
     let db = open_database(&args.db).await?;
     let project = crate::ingest::authorize_write(store::projects::resolve_key(&db.pool, &args.key).await?)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let writer = crate::ingest::writer::Writer::start(db.pool.clone(), Default::default());
     let (reader, total): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) = if args.file.as_os_str() == "-" {
         (Box::new(tokio::io::stdin()), None)
     } else {
@@ -111,7 +112,7 @@ async fn import(args: crate::config::ImportArgs) -> anyhow::Result<()> {
         if batch.is_empty() {
             break;
         }
-        let (a, r) = crate::ingest::ingest_import(&db.pool, &project, batch, chrono::Utc::now())
+        let (a, r) = crate::ingest::ingest_import(&writer, &project, batch, chrono::Utc::now())
             .await
             .map_err(|e| anyhow::anyhow!("writing a batch failed: {e}"))?;
         accepted += a;
@@ -183,6 +184,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let state = AppState {
         pool: db.pool.clone(),
+        writer: crate::ingest::writer::Writer::start(db.pool.clone(), args.ingest.writer()),
         edge_secret: args.ingest.edge_secret.clone().map(|s| Arc::new(s.into_bytes())),
         signature_window_secs: args.ingest.signature_window_secs,
         metrics,

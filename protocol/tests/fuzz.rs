@@ -23,7 +23,7 @@ use protocol::validate::{check_typed, validate_event_json};
 use serde_json::{json, Map, Value};
 
 /// Number of properties below (the time budget is split between them).
-const PROPERTIES: u32 = 6;
+const PROPERTIES: u32 = 7;
 
 /// Runs `test` over `strategy`: `cases` cases (sized so the whole file takes a few seconds in a
 /// debug build), or for `NEXUS_FUZZ_SECS / PROPERTIES` seconds when that variable is set.
@@ -317,6 +317,52 @@ fn structured_hostile_batches_keep_the_invariants() {
                 }
             }
         }
+        Ok(())
+    });
+}
+
+/// An event with its context damaged in one place: the typed fast path of the validator must
+/// agree with the value path on every one of these, as on any other input.
+fn context_variant() -> impl Strategy<Value = Value> {
+    let field = prop::sample::select(vec![
+        "url", "path", "title", "referrer", "locale", "timezone", "utm", "screen", "library", "extra",
+    ]);
+    let odd = prop_oneof![
+        Just(Value::Null),
+        Just(json!({})),
+        Just(json!([])),
+        Just(json!([1280, 720])),
+        Just(json!(["nexus-js", "0.1.0"])),
+        Just(json!({"source": "news", "medium": null})),
+        Just(json!({"source": "x".repeat(9000)})),
+        Just(json!({"width": 1280, "height": 720, "dpr": 2})),
+        Just(json!({"width": 1280.0, "height": 720})),
+        Just(json!({"width": -1, "height": 720})),
+        Just(json!({"name": "nexus-js", "version": "0.1.0"})),
+        Just(json!({"name": "nexus-js", "version": "0.1.0", "build": "x".repeat(9000)})),
+        Just(json!({"name": "nexus-js"})),
+        Just(json!("x".repeat(9000))),
+        hostile_json(),
+    ];
+    (valid_event(), field, odd).prop_map(|(mut ev, field, v)| {
+        ev["context"][field] = v;
+        ev
+    })
+}
+
+#[test]
+fn the_typed_fast_path_agrees_with_the_value_path() {
+    // Whole events as arrays, too: a derived struct would read `[id, type, ...]` in field order.
+    let as_array = valid_event().prop_map(|ev| Value::Array(ev.as_object().unwrap().values().cloned().collect()));
+    let input = prop_oneof![3 => batch_entry(), 2 => context_variant(), 1 => as_array];
+    fuzz("fast path", 400, input, |event| {
+        let raw = serde_json::to_string(&event).unwrap();
+        // The size limit applies to the text before either path runs.
+        if raw.len() > MAX_EVENT_BYTES {
+            return Ok(());
+        }
+        let slow = protocol::validate::validate_event(event);
+        prop_assert_eq!(validate_event_json(&raw), slow, "{}", raw);
         Ok(())
     });
 }

@@ -67,6 +67,9 @@ enum Cmd {
         /// Concurrent HTTP connections.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Visitors (sessions) whose events make up one batch of 100.
+        #[arg(long, default_value_t = 10)]
+        sessions_per_batch: usize,
     },
     /// Build the browser SDK (wasm + npm package).
     BuildSdk,
@@ -86,12 +89,13 @@ fn main() -> Result<()> {
         Cmd::Run => run::run(&ctx),
         Cmd::Test => ci::test(&ctx),
         Cmd::TestE2e => e2e::test(&ctx),
-        Cmd::BenchIngest { events, concurrency } => {
+        Cmd::BenchIngest { events, concurrency, sessions_per_batch } => {
             let (events, concurrency) = (events.to_string(), concurrency.to_string());
+            let sessions = sessions_per_batch.to_string();
             let sh = &ctx.sh;
             Ok(xshell::cmd!(
                 sh,
-                "cargo bench --locked -p nexus-origin --bench ingest -- --events {events} --concurrency {concurrency}"
+                "cargo bench --locked -p nexus-origin --bench ingest -- --events {events} --concurrency {concurrency} --sessions-per-batch {sessions}"
             )
             .run()?)
         }

@@ -104,7 +104,7 @@ pub async fn direct_batch(State(state): State<AppState>, req: Request) -> Respon
         let raw = read_body(body, MAX_BATCH_BYTES).await?;
         let body = ingest::decode(content_type.as_deref(), encoding.as_deref(), compression.as_deref(), &raw)?;
         let _permit = super::ingest_permit(&state).await?;
-        let answer = ingest::ingest_direct(&state.pool, &project, &direct, &body).await?;
+        let answer = ingest::ingest_direct(&state.writer, &project, &direct, &body).await?;
         Ok::<_, AppError>(Json(answer))
     }
     .await;
@@ -169,7 +169,7 @@ pub async fn forwarded_batch(
     let batch: ForwardBatch = parse_json(&body)?;
     let project = resolve_write_key(&state, &batch.write_key).await?;
     let _permit = super::ingest_permit(&state).await?;
-    Ok(Json(ingest::ingest_forwarded(&state.pool, &project, batch).await?))
+    Ok(Json(ingest::ingest_forwarded(&state.writer, &project, batch).await?))
 }
 
 /// `POST /internal/v1/keys/lookup`: the edge resolves a write key (it caches the answer).

@@ -26,6 +26,8 @@ use crate::store::StoreError;
 pub struct AppState {
     /// Connection pool.
     pub pool: Pool,
+    /// The ingest write step (group commit over `pool`).
+    pub writer: crate::ingest::writer::Writer,
     /// Edge HMAC secret; `None` disables the signed endpoints.
     pub edge_secret: Option<Arc<Vec<u8>>>,
     /// Replay window of edge signatures, in seconds.

@@ -4,6 +4,8 @@
 //! woothee crate (a maintained, dependency-free parser shared with other languages).
 
 use protocol::forward::EnrichedEvent;
+use std::collections::HashMap;
+
 use url::Url;
 
 use super::channel::{classify, Channel, Signals};
@@ -63,23 +65,20 @@ fn agent(ua: Option<&str>, bot: bool) -> Agent {
     }
 }
 
-/// Derives the typed columns of a batch. The events of one request share a user agent, so it
-/// is parsed once per distinct value, not once per event.
+/// Derives the typed columns of a batch. The events of one request share a user agent and a
+/// few pages, so each distinct user agent and page is parsed once, not once per event.
 pub fn derive_all(events: &[EnrichedEvent]) -> Vec<Derived> {
-    let mut last: Option<(Option<&str>, bool, Agent)> = None;
+    let mut agents: HashMap<(Option<&str>, bool), Agent> = HashMap::new();
+    let mut places: HashMap<PlaceKey<'_>, Place> = HashMap::new();
     events
         .iter()
         .map(|e| {
-            let key = (e.user_agent.as_deref(), e.bot);
-            let parsed = match &last {
-                Some((ua, bot, a)) if (*ua, *bot) == key => a.clone(),
-                _ => {
-                    let a = agent(key.0, key.1);
-                    last = Some((key.0, key.1, a.clone()));
-                    a
-                }
-            };
-            derive_with(e, parsed)
+            let agent = agents
+                .entry((e.user_agent.as_deref(), e.bot))
+                .or_insert_with(|| agent(e.user_agent.as_deref(), e.bot))
+                .clone();
+            let place = places.entry(place_key(e)).or_insert_with(|| place(e)).clone();
+            with_place(place, agent)
         })
         .collect()
 }
@@ -89,7 +88,32 @@ pub fn derive(e: &EnrichedEvent) -> Derived {
     derive_with(e, agent(e.user_agent.as_deref(), e.bot))
 }
 
-fn derive_with(e: &EnrichedEvent, (browser, os, device): Agent) -> Derived {
+/// What the page URL, the referrer and the UTM tags give: the same for every event of a page,
+/// so [`derive_all`] computes it once per distinct page of a batch.
+type Place = (Option<String>, Option<String>, Channel, [Option<String>; 5]);
+
+/// The inputs of a [`Place`].
+type PlaceKey<'a> = (Option<&'a str>, Option<&'a str>, [Option<&'a str>; 5]);
+
+fn place_key(e: &EnrichedEvent) -> PlaceKey<'_> {
+    let ctx = &e.event.context;
+    let u = &ctx.utm;
+    (
+        ctx.url.as_deref(),
+        ctx.referrer.as_deref(),
+        [u.source.as_deref(), u.medium.as_deref(), u.campaign.as_deref(), u.term.as_deref(), u.content.as_deref()],
+    )
+}
+
+fn derive_with(e: &EnrichedEvent, agent: Agent) -> Derived {
+    with_place(place(e), agent)
+}
+
+fn with_place((host, referrer_domain, channel, utm): Place, (browser, os, device): Agent) -> Derived {
+    Derived { host, referrer_domain, channel: Some(channel.as_str()), utm, browser, os, device_type: device }
+}
+
+fn place(e: &EnrichedEvent) -> Place {
     let ctx = &e.event.context;
     let page = ctx.url.as_deref().and_then(|u| Url::parse(u).ok());
     let host = page.as_ref().and_then(|u| u.host_str()).map(|h| h.to_ascii_lowercase());
@@ -112,7 +136,7 @@ fn derive_with(e: &EnrichedEvent, (browser, os, device): Agent) -> Derived {
         search_click_id: query("gclid").is_some() || query("msclkid").is_some(),
         social_click_id: query("fbclid").is_some(),
     });
-    Derived { host, referrer_domain, channel: Some(channel.as_str()), utm, browser, os, device_type: device }
+    (host, referrer_domain, channel, utm)
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //!
 //! Direct:    authenticate -> decode -> parse & validate -> enrich at origin -> write
 //! Forwarded: verify signature -> authenticate -> decode -> re-check -> write
+//! Write ([`writer`], a group commit of concurrent requests): drop deleted persons -> dedupe ->
+//!            enrich columns -> copy rows -> update sessions -> resolve persons -> commit
 //!
 //! Every event leaves with an outcome: accepted (new or a harmless duplicate) or dropped with a
 //! [`DropReason`]; every drop is counted in `nexus_origin_events_dropped_total{reason}`.
@@ -12,15 +14,16 @@ pub mod client;
 pub mod enrich;
 pub mod geoip;
 pub mod identity;
+pub mod writer;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
 use protocol::codes::{EnvelopeCode, RejectCode};
 use protocol::envelope::{self, BatchResponse, EnvelopeError};
 use protocol::forward::{self, EnrichedEvent, ForwardBatch, RequestContext};
 use protocol::validate::check_typed;
 
 use crate::store::{self, projects::ResolvedKey, StoreError};
+use writer::Writer;
 
 /// Why an event did not become a new row. A closed set: metrics and dashboards rely on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +97,7 @@ pub struct DirectRequest {
 
 /// Direct ingest (no edge): parse, validate, enrich at the origin, write.
 pub async fn ingest_direct(
-    pool: &Pool,
+    writer: &Writer,
     project: &ResolvedKey,
     req: &DirectRequest,
     body: &[u8],
@@ -103,7 +106,7 @@ pub async fn ingest_direct(
     let parsed = envelope::parse_batch(body)?;
     let rejected = parsed.rejected();
     // Step "enrich at origin": skew, visitor hash, bot flag, geo (looked up by the caller).
-    let salt = store::events::daily_salt(pool, req.received_at.date_naive()).await?;
+    let salt = store::events::daily_salt(writer.pool(), req.received_at.date_naive()).await?;
     let ua = req.user_agent.as_deref().unwrap_or("");
     let ctx = RequestContext {
         received_at: req.received_at,
@@ -115,14 +118,14 @@ pub async fn ingest_direct(
     };
     let events: Vec<EnrichedEvent> = parsed.events.into_iter().flatten().map(|ev| forward::enrich(ev, &ctx)).collect();
     let drops = rejected.iter().map(|r| invalid_drop(r.code, r.field.clone())).collect();
-    let accepted = write(pool, project.project_id, &events, drops).await?;
+    let accepted = writer.write(project.project_id, events, drops).await?;
     Ok(BatchResponse { accepted, rejected })
 }
 
 /// Forwarded ingest (signed by the edge): re-check, write. Indexes in the answer refer to
 /// `batch.events`.
 pub async fn ingest_forwarded(
-    pool: &Pool,
+    writer: &Writer,
     project: &ResolvedKey,
     batch: ForwardBatch,
 ) -> Result<BatchResponse, IngestError> {
@@ -144,14 +147,14 @@ pub async fn ingest_forwarded(
             }
         }
     }
-    let accepted = write(pool, project.project_id, &events, drops).await?;
+    let accepted = writer.write(project.project_id, events, drops).await?;
     Ok(BatchResponse { accepted, rejected })
 }
 
 /// Import: events of historical NDJSON lines, already validated, written through the same
 /// write step (dedup, deleted persons, sessions, persons, warnings). Returns (accepted, rejected).
 pub async fn ingest_import(
-    pool: &Pool,
+    writer: &Writer,
     project: &ResolvedKey,
     lines: Vec<Result<protocol::event::Event, protocol::validate::Rejection>>,
     received_at: DateTime<Utc>,
@@ -167,65 +170,12 @@ pub async fn ingest_import(
         }
     }
     let rejected = drops.len();
-    let accepted = write(pool, project.project_id, &events, drops).await?;
+    let accepted = writer.write(project.project_id, events, drops).await?;
     Ok((accepted, rejected))
 }
 
 fn invalid_drop(code: RejectCode, field: Option<String>) -> store::warnings::DroppedEvent {
     store::warnings::DroppedEvent { reason: DropReason::Invalid(code), field, event_id: None, name: None }
-}
-
-/// Step "write" (with "dedupe"): one idempotent statement; duplicates count as accepted. Then
-/// every drop of the request is counted and recorded for the project (ingestion warnings).
-async fn write(
-    pool: &Pool,
-    project_id: i64,
-    events: &[EnrichedEvent],
-    mut drops: Vec<store::warnings::DroppedEvent>,
-) -> Result<usize, StoreError> {
-    let started = std::time::Instant::now();
-    // Step "drop deleted persons": acknowledged (a retry would change nothing), never stored.
-    let ids: Vec<&str> = events
-        .iter()
-        .flat_map(|e| [e.event.anonymous_id.as_deref(), e.event.user_id.as_deref(), e.visitor_hash.as_deref()])
-        .flatten()
-        .collect();
-    let deleted = store::persons::tombstoned(pool, project_id, &ids).await?;
-    let (kept, gone): (Vec<&EnrichedEvent>, Vec<&EnrichedEvent>) = events.iter().partition(|e| {
-        ![e.event.anonymous_id.as_deref(), e.event.user_id.as_deref(), e.visitor_hash.as_deref()]
-            .into_iter()
-            .flatten()
-            .any(|id| deleted.contains(id))
-    });
-    drops.extend(gone.iter().map(|e| store::warnings::DroppedEvent {
-        reason: DropReason::PersonDeleted,
-        field: None,
-        event_id: Some(e.event.id.to_string()),
-        name: Some(e.event.name.clone()),
-    }));
-    let kept: std::borrow::Cow<'_, [EnrichedEvent]> = if gone.is_empty() {
-        std::borrow::Cow::Borrowed(events)
-    } else {
-        std::borrow::Cow::Owned(kept.into_iter().cloned().collect())
-    };
-    let inserted = store::events::insert(pool, project_id, &kept).await?;
-    metrics::counter!("nexus_origin_events_stored_total").increment(inserted.len() as u64);
-    metrics::histogram!("nexus_origin_ingest_batch_seconds").record(started.elapsed().as_secs_f64());
-    drops.extend(kept.iter().filter(|e| !inserted.contains(&e.event.id)).map(|e| store::warnings::DroppedEvent {
-        reason: DropReason::Duplicate,
-        field: None,
-        event_id: Some(e.event.id.to_string()),
-        name: Some(e.event.name.clone()),
-    }));
-    for d in &drops {
-        metrics::counter!("nexus_origin_events_dropped_total", "reason" => d.reason.as_str()).increment(1);
-    }
-    // The events are committed: a failure to record the warnings is logged, not returned, or
-    // the sender would retry a batch that is already stored.
-    if let Err(e) = store::warnings::record(pool, project_id, Utc::now(), &drops).await {
-        tracing::warn!(error = %e, "recording ingestion warnings failed");
-    }
-    Ok(events.len())
 }
 
 #[cfg(test)]

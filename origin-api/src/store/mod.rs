@@ -32,6 +32,12 @@ pub enum StoreError {
     /// The pool could not be built.
     #[error("pool setup failed: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
+    /// The write of a group of requests failed (every request of the group gets it).
+    #[error(transparent)]
+    Group(std::sync::Arc<StoreError>),
+    /// The ingest writer is not running (the process is stopping).
+    #[error("the ingest writer stopped")]
+    WriterGone,
 }
 
 impl StoreError {
@@ -39,7 +45,8 @@ impl StoreError {
     /// and the sender retry, rather than treat it as a bug.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Pool(_) => true,
+            StoreError::Pool(_) | StoreError::WriterGone => true,
+            StoreError::Group(e) => e.is_unavailable(),
             StoreError::Db(e) => {
                 e.is_closed()
                     || e.as_db_error().is_none()

@@ -110,13 +110,19 @@ pub fn fold(events: &[(&EnrichedEvent, &Derived)]) -> Vec<SessionDelta> {
     out.into_values().collect()
 }
 
-/// Merges the batch's deltas into `sessions` (rows locked in session-id order).
+/// Merges the new events' deltas into `sessions` (rows locked in (project, session) order).
+/// `events` are sorted by project.
 pub async fn upsert(
     tx: &deadpool_postgres::Transaction<'_>,
-    project_id: i64,
-    events: &[(&EnrichedEvent, &Derived)],
+    events: &[(i64, &EnrichedEvent, &Derived)],
 ) -> Result<(), StoreError> {
-    let deltas = fold(events);
+    let mut projects: Vec<i64> = Vec::new();
+    let mut deltas: Vec<SessionDelta> = Vec::new();
+    for chunk in events.chunk_by(|a, b| a.0 == b.0) {
+        let folded = fold(&chunk.iter().map(|(_, e, d)| (*e, *d)).collect::<Vec<_>>());
+        projects.extend(std::iter::repeat_n(chunk[0].0, folded.len()));
+        deltas.extend(folded);
+    }
     if deltas.is_empty() {
         return Ok(());
     }
@@ -143,7 +149,7 @@ pub async fn upsert(
     tx.execute(
         &stmt,
         &[
-            &project_id,
+            &projects,
             &sid,
             &did,
             &started,
@@ -177,7 +183,7 @@ pub async fn upsert(
 const UPSERT_HEAD: &str = r#"INSERT INTO sessions AS s (project_id, session_id, distinct_id, started_at, ended_at,
       pageviews, events, entry_at, entry_path, exit_at, exit_path, referrer, referrer_domain, channel,
       utm_source, utm_medium, utm_campaign, utm_term, utm_content, country, browser, os, device_type)
-    SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int4[],
+    SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int4[],
       $7::int4[], $8::timestamptz[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::text[],
       $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
       $22::text[], $23::text[])

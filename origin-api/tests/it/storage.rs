@@ -4,11 +4,11 @@
 use chrono::{DateTime, Duration, Utc};
 use nexus_origin::{jobs, store};
 use protocol::forward::{enrich, EnrichedEvent, RequestContext};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::support::{event, TestApp};
+use crate::support::{batch, event, read, TestApp};
 
-fn enriched(raw: serde_json::Value, sent_at: &str, received_at: &str) -> EnrichedEvent {
+fn enriched(raw: Value, sent_at: &str, received_at: &str) -> EnrichedEvent {
     let ev = protocol::validate::validate_event(raw).unwrap();
     let ctx = RequestContext {
         received_at: received_at.parse().unwrap(),
@@ -33,7 +33,7 @@ async fn three_deliveries_straddling_a_partition_boundary_store_once() {
     let mut new_ids = 0;
     for (sent, received) in deliveries {
         let e = enriched(raw.clone(), sent, received);
-        new_ids += store::events::insert(&app.pool, app.project.project_id, &[e]).await.unwrap().len();
+        new_ids += store::events::insert(&app.pool, &[(app.project.project_id, &[e][..])]).await.unwrap().len();
     }
     assert_eq!(new_ids, 1);
     let client = app.pool.get().await.unwrap();
@@ -74,7 +74,9 @@ async fn eight_concurrent_writers_of_one_batch_store_each_event_once() {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (pool, batch, project) = (app.pool.clone(), batch.clone(), app.project.project_id);
-        tasks.push(tokio::spawn(async move { store::events::insert(&pool, project, &batch).await.unwrap().len() }));
+        tasks.push(tokio::spawn(
+            async move { store::events::insert(&pool, &[(project, &batch[..])]).await.unwrap().len() },
+        ));
     }
     let mut total_new = 0;
     for t in tasks {
@@ -152,9 +154,9 @@ async fn sessions_from_a_scripted_sequence_arriving_out_of_order() {
     let lone =
         session_event("page", None, "/blog", "2026-12-01T11:00:00Z", "s2", Some("https://news.ycombinator.com/"));
     // The last page first, then the rest reversed, then a re-delivery of the last page.
-    store::events::insert(&app.pool, p, std::slice::from_ref(&pricing)).await.unwrap();
-    store::events::insert(&app.pool, p, &[click, landing, lone]).await.unwrap();
-    store::events::insert(&app.pool, p, &[pricing]).await.unwrap();
+    store::events::insert(&app.pool, &[(p, std::slice::from_ref(&pricing))]).await.unwrap();
+    store::events::insert(&app.pool, &[(p, &[click, landing, lone][..])]).await.unwrap();
+    store::events::insert(&app.pool, &[(p, &[pricing][..])]).await.unwrap();
 
     let client = app.pool.get().await.unwrap();
     let row = client
@@ -205,7 +207,7 @@ async fn eight_concurrent_writers_on_one_session_give_one_row_with_the_right_cou
                         session_event(kind, (i > 0).then_some("act"), &format!("/w{w}"), &at, "shared", None)
                     })
                     .collect();
-                store::events::insert(&pool, p, &batch).await.unwrap();
+                store::events::insert(&pool, &[(p, &batch[..])]).await.unwrap();
             }
         }));
     }
@@ -236,7 +238,7 @@ async fn retention_deletes_only_what_is_older_than_the_projects_retention() {
         .iter()
         .map(|(at, s)| session_event("page", None, "/", at, s, None))
         .collect();
-    store::events::insert(&app.pool, p, &evs).await.unwrap();
+    store::events::insert(&app.pool, &[(p, &evs[..])]).await.unwrap();
     let client = app.pool.get().await.unwrap();
     // No retention configured: nothing is deleted.
     client.execute("UPDATE jobs SET next_run_at = now() - interval '1 second'", &[]).await.unwrap();
@@ -286,7 +288,7 @@ async fn import_cli_loads_ndjson_through_the_pipeline_idempotently() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
     let first = run();
     assert_eq!(first, json!({"lines": 253, "accepted": 250, "rejected": 2}));
@@ -297,4 +299,59 @@ async fn import_cli_loads_ndjson_through_the_pipeline_idempotently() {
     let client = app.pool.get().await.unwrap();
     let parts: i64 = client.query_one("SELECT count(DISTINCT tableoid) FROM events", &[]).await.unwrap().get(0);
     assert!(parts >= 8, "historical months got their partitions ({parts})");
+}
+
+#[tokio::test]
+async fn concurrent_requests_written_as_one_group_keep_every_event_once_and_sessions_exact() {
+    // 16 requests at once: the writer takes the waiting ones into shared transactions. Each
+    // request repeats 10 ids of a common pool (so copies of one id meet inside one group and
+    // across groups) and adds 10 of its own; all events belong to one session.
+    let app = TestApp::start("group_commit").await;
+    let now = Utc::now();
+    let shared: Vec<Value> = (0..10)
+        .map(|i| {
+            let mut e = event(&format!("shared-{i}"));
+            e["session_id"] = json!("sess-group");
+            e["timestamp"] = json!((now - Duration::seconds(100 - i)).to_rfc3339());
+            e
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for r in 0..16i64 {
+        let mut events = shared.clone();
+        events.extend((0..10).map(|i| {
+            let mut e = event(&format!("own-{r}-{i}"));
+            e["session_id"] = json!("sess-group");
+            e["timestamp"] = json!((now - Duration::seconds(50 - i)).to_rfc3339());
+            e
+        }));
+        let (http, url) = (app.http.clone(), app.url(&format!("/v1/batch?key={}", app.project.write_key)));
+        let body = batch(&events);
+        tasks.push(tokio::spawn(async move {
+            let res = http.post(url).header("content-type", "application/json").body(body).send().await.unwrap();
+            read(res).await
+        }));
+    }
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["accepted"], 20, "every event of a request is acknowledged, duplicates included");
+    }
+    assert_eq!(app.stored().await, 10 + 16 * 10);
+    let client = app.pool.get().await.unwrap();
+    let row = client
+        .query_one("SELECT count(*), sum(events)::int8 FROM sessions WHERE project_id = $1", &[&app.project.project_id])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1, "one session row");
+    assert_eq!(row.get::<_, i64>(1), 170, "the session counts each stored event once");
+    let dups: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(count), 0)::int8 FROM ingestion_warnings WHERE project_id = $1 AND reason = 'duplicate'",
+            &[&app.project.project_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dups, 15 * 10, "every repeated copy is counted as a duplicate");
 }

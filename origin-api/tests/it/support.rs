@@ -79,6 +79,7 @@ impl TestApp {
         let state_permits = Arc::new(tokio::sync::Semaphore::new(16));
         let state = AppState {
             pool: pool.clone(),
+            writer: nexus_origin::ingest::writer::Writer::start(pool.clone(), Default::default()),
             edge_secret: Some(Arc::new(EDGE_SECRET.as_bytes().to_vec())),
             signature_window_secs: 300,
             metrics: None,
