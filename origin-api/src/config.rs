@@ -141,8 +141,8 @@ pub struct IngestConfig {
     #[arg(long, env = "NEXUS_GEOIP_DB")]
     pub geoip_db: Option<PathBuf>,
     /// Write transactions running at once (each takes the requests waiting: a group commit).
-    /// Default 2.
-    #[arg(long = "ingest-writers", env = "NEXUS_INGEST_WRITERS", default_value_t = 2)]
+    /// Default 4: enough to keep PostgreSQL busy while others wait for their commit's WAL flush.
+    #[arg(long = "ingest-writers", env = "NEXUS_INGEST_WRITERS", default_value_t = 4)]
     pub writers: usize,
     /// Largest number of events one write transaction takes. Default 2000.
     #[arg(long = "ingest-group-events", env = "NEXUS_INGEST_GROUP_EVENTS", default_value_t = 2000)]

@@ -23,7 +23,9 @@ use crate::store::{self, warnings::DroppedEvent, StoreError};
 /// `[ingest]` settings of the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterConfig {
-    /// Transactions writing at once. Default 2: on a small machine more writers only contend.
+    /// Transactions writing at once. Default 4: a transaction spends much of its time waiting
+    /// for its commit's WAL flush, when others can use the CPU (measured on 2 cores: 1 writer
+    /// 41k events/s, 2 writers 36-40k, 4 writers 52-58k, 8 writers 52k).
     pub writers: usize,
     /// Largest number of events one transaction takes. Default 2,000.
     pub max_group_events: usize,
@@ -33,7 +35,7 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig { writers: 2, max_group_events: 2_000, queue: 64 }
+        WriterConfig { writers: 4, max_group_events: 2_000, queue: 64 }
     }
 }
 
