@@ -136,7 +136,7 @@ impl SaltStore {
 }
 
 /// `n` bytes from the runtime's CSPRNG (`crypto.getRandomValues`).
-fn random_bytes(n: usize) -> Result<Vec<u8>> {
+pub(crate) fn random_bytes(n: usize) -> Result<Vec<u8>> {
     let crypto = Reflect::get(&worker::js_sys::global(), &JsValue::from_str("crypto"))?;
     let get_random_values: Function = Reflect::get(&crypto, &JsValue::from_str("getRandomValues"))?
         .dyn_into()

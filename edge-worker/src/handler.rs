@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 
 use futures_util::StreamExt;
-use protocol::envelope::{self, BatchResponse, EnvelopeError, ErrorBody};
+use protocol::envelope::{self, BatchResponse, EnvelopeError, ErrorBody, ParsedBatch};
 use protocol::forward::{enrich, EnrichedEvent, KeyLookupRequest, INGEST_PATH, KEY_LOOKUP_PATH};
 use protocol::limits::MAX_BATCH_BYTES;
 use protocol::signing::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -17,8 +17,9 @@ use serde::Serialize;
 use worker::js_sys::{Date, Reflect};
 use worker::wasm_bindgen::JsValue;
 use worker::{
-    console_error, console_log, console_warn, web_sys, Env, Fetch, Headers, MessageBatch, MessageExt, QueueContentType,
-    QueueRetryOptionsBuilder, RawMessage, RawMessageBuilder, Request, Response,
+    console_error, console_log, console_warn, web_sys, AnalyticsEngineDataPointBuilder, Env, Fetch, Headers,
+    MessageBatch, MessageExt, QueueContentType, QueueRetryOptionsBuilder, RawMessage, RawMessageBuilder, Request,
+    Response,
 };
 
 use crate::config::{
@@ -28,15 +29,16 @@ use crate::config::{
 use crate::context::{self, RequestFacts};
 use crate::cors::{self, Verdict};
 use crate::delivery::{self, DeadLetter, DeliveryMode, Outcome, DEFAULT_RETRY_DELAY_SECS, QUEUE_MESSAGE_BYTES};
-use crate::durable::SaltAnswer;
-use crate::durable::{LetterSummary, StoredLetter};
+use crate::durable::{self, LetterSummary, SaltAnswer, StoredLetter};
 use crate::geo::{self, CfValue};
 use crate::keys::{self, KeyCache, KeyState, KnownKey};
 use crate::limits::{self, Limit, QuotaAnswer, BINDING_PERIOD_SECS, IP_LIMITER, KEY_LIMITER};
 use crate::merge::{self, ChunkAnswer};
+use crate::metrics::{Source, Tally, ANALYTICS_BINDING};
 use crate::outbound;
 use crate::routes::{self, Route};
 use crate::salt::{self, Day, SaltCache, TEST_DAY_HEADER};
+use crate::single;
 
 /// How long one origin request may take before the sender gets a retryable `upstream_error`.
 const ORIGIN_TIMEOUT_MS: u32 = 10_000;
@@ -100,8 +102,10 @@ async fn handle(req: Request, env: &Env) -> Result<Response, Failure> {
             resp.headers_mut().set("allow", allow)?;
             Ok(resp)
         }
-        Route::Batch => post_batch(req, env, &load_config(env)?, &url).await,
-        Route::BatchPreflight => preflight(&req, &load_config(env)?, &url).await,
+        Route::Batch => post_events(req, env, &url, Source::Batch).await,
+        Route::Track => post_events(req, env, &url, Source::Track).await,
+        Route::Pixel => pixel(req, env, &url).await,
+        Route::Preflight => preflight(&req, &load_config(env)?, &url).await,
         Route::DeadLetters | Route::Redrive => admin(&req, env, &load_config(env)?, &url, route).await,
     }
 }
@@ -110,7 +114,7 @@ fn load_config(env: &Env) -> Result<Config, Failure> {
     Config::from_lookup(|name| env_string(env, name)).map_err(|e| Failure::Internal(format!("configuration: {e}")))
 }
 
-/// What the batch route learnt about the key, for the CORS headers of whatever it answers.
+/// What the ingest routes learnt about the key, for the CORS headers of whatever they answer.
 #[derive(Default)]
 struct KeySlot {
     /// A lookup was made (successful or not): do not repeat it for the CORS decision.
@@ -119,17 +123,22 @@ struct KeySlot {
     project: Option<KnownKey>,
 }
 
-/// `POST /v1/batch`: the answer of [`ingest`], with CORS headers for an allowed origin.
-async fn post_batch(mut req: Request, env: &Env, cfg: &Config, url: &str) -> Result<Response, Failure> {
+/// `POST /v1/batch` and `POST /v1/track`: the answer of [`ingest`], with CORS headers for an
+/// allowed origin.
+async fn post_events(mut req: Request, env: &Env, url: &str, source: Source) -> Result<Response, Failure> {
+    let mut tally = Tally::new(source);
+    // A misconfigured worker refuses every request: those are drops too, and counted.
+    let cfg = match load_config(env) {
+        Ok(cfg) => cfg,
+        Err(failure) => return Ok(answer(env, Err(failure), &mut tally)?),
+    };
+    let cfg = &cfg;
     let origin = header(&req, "origin");
     let key = write_key(url, &req);
     let mut slot = KeySlot::default();
-    let outcome = ingest(&mut req, env, cfg, url, key.as_deref(), &mut slot).await;
+    let outcome = ingest(&mut req, env, cfg, url, key.as_deref(), &mut slot, &mut tally).await;
     let ip_limited = matches!(outcome, Err(Failure::Limited { limit: Limit::Ip, .. }));
-    let mut resp = match outcome {
-        Ok(resp) => resp,
-        Err(failure) => failure_response(failure)?,
-    };
+    let mut resp = answer(env, outcome, &mut tally)?;
     let (Some(origin), Some(key)) = (origin, key) else {
         return Ok(resp);
     };
@@ -149,7 +158,75 @@ async fn post_batch(mut req: Request, env: &Env, cfg: &Config, url: &str) -> Res
     Ok(resp)
 }
 
-/// The batch pipeline, checks in protocol order; see the crate docs.
+/// `GET /v1/p.gif?k=<key>&u=<url>&r=<referrer>&t=<title>`: the page view through the same
+/// pipeline, and always the 1x1 GIF (`no-store`, so every view is a request), whatever became of
+/// the event: an `<img>` shows nothing either way. The outcome is counted like any other, and
+/// named in `x-nexus-outcome` for whoever debugs a pixel by hand.
+async fn pixel(mut req: Request, env: &Env, url: &str) -> Result<Response, Failure> {
+    let key = single::pixel_key(url);
+    let mut slot = KeySlot::default();
+    let mut tally = Tally::new(Source::Pixel);
+    // The pixel always carries one event: a refusal holds it back.
+    tally.valid = 1;
+    let outcome = match load_config(env) {
+        Ok(cfg) => ingest(&mut req, env, &cfg, url, key.as_deref(), &mut slot, &mut tally).await,
+        Err(failure) => Err(failure),
+    };
+    answer(env, outcome, &mut tally)?;
+    let mut resp = Response::from_bytes(single::PIXEL_GIF.to_vec())?;
+    set_headers(
+        &mut resp,
+        &[
+            ("content-type", "image/gif".to_owned()),
+            ("cache-control", "no-store".to_owned()),
+            ("x-nexus-outcome", tally.outcome().to_owned()),
+        ],
+    )?;
+    Ok(resp)
+}
+
+/// Turns the pipeline's outcome into the answer, completes the tally with a refusal, and
+/// records it (log line, Analytics Engine).
+fn answer(env: &Env, outcome: Result<Response, Failure>, tally: &mut Tally) -> worker::Result<Response> {
+    let resp = match outcome {
+        Ok(resp) => resp,
+        Err(failure) => {
+            match &failure {
+                Failure::Envelope(e) => tally.refuse(e.code.as_str()),
+                Failure::Internal(_) => tally.refuse(EnvelopeCode::Internal.as_str()),
+                Failure::Limited { limit, events, .. } => tally.refuse_events(limit.reason(), *events as u64),
+            }
+            failure_response(failure)?
+        }
+    };
+    record(env, tally, resp.status_code());
+    Ok(resp)
+}
+
+/// One structured log line per ingest request, and its data points in the `EVENTS_AE` dataset
+/// when that binding exists (a failed write is logged, never the request's problem).
+fn record(env: &Env, tally: &Tally, status: u16) {
+    console_log!("{}", tally.log_line(status));
+    let Ok(dataset) = env.analytics_engine(ANALYTICS_BINDING) else {
+        return;
+    };
+    for point in tally.data_points() {
+        let [index] = &point.indexes;
+        let [route, outcome, reason] = &point.blobs;
+        let data = AnalyticsEngineDataPointBuilder::new()
+            .indexes([index.as_str()])
+            .blobs([route.as_str(), outcome.as_str(), reason.as_str()])
+            .doubles(point.doubles)
+            .build();
+        if let Err(e) = dataset.write_data_point(&data) {
+            console_error!("analytics engine write failed: {e}");
+        }
+    }
+}
+
+/// The shared pipeline of the three ingest routes, checks in protocol order (see the crate
+/// docs): admission (limits, key, origin), the route's events as a [`ParsedBatch`], then
+/// [`process`].
 async fn ingest(
     req: &mut Request,
     env: &Env,
@@ -157,46 +234,95 @@ async fn ingest(
     url: &str,
     key: Option<&str>,
     slot: &mut KeySlot,
+    tally: &mut Tally,
 ) -> Result<Response, Failure> {
-    let received_at = context::time_from_millis(Date::now());
+    let received_ms = Date::now();
     let cf_ip = header(req, "cf-connecting-ip");
     let forwarded_for = header(req, "x-forwarded-for");
     let ip = context::client_ip(cf_ip.as_deref(), forwarded_for.as_deref()).to_owned();
+    drop((cf_ip, forwarded_for));
     // First, before any other work: a flood from one address costs one binding call each.
     // The binding is Cloudflare's own counter at the edge: the IP goes nowhere else.
     rate_limit(env, Limit::Ip, &ip).await?;
     let key = key.ok_or_else(|| {
-        EnvelopeError::new(
-            EnvelopeCode::MissingKey,
-            format!("no write key: pass ?{KEY_PARAM}= or the {KEY_HEADER} header"),
-        )
+        let how = match tally.source {
+            Source::Pixel => "pass ?k=".to_owned(),
+            _ => format!("pass ?{KEY_PARAM}= or the {KEY_HEADER} header"),
+        };
+        EnvelopeError::new(EnvelopeCode::MissingKey, format!("no write key: {how}"))
     })?;
-    envelope::check_content_type(header(req, "content-type").as_deref())?;
-    let gzip = envelope::is_gzip(header(req, "content-encoding").as_deref(), query(url, COMPRESSION_PARAM).as_deref())?;
+    // The pixel has no body; the others are read with the batch's rules.
+    let gzip = match tally.source {
+        Source::Pixel => None,
+        _ => {
+            envelope::check_content_type(header(req, "content-type").as_deref())?;
+            let param = query(url, COMPRESSION_PARAM);
+            Some(envelope::is_gzip(header(req, "content-encoding").as_deref(), param.as_deref())?)
+        }
+    };
 
     slot.attempted = true;
     let state = resolve_key(cfg, key).await?;
     if let KeyState::Known(p) = &state {
         slot.project = Some(p.clone());
+        tally.project_id = Some(p.project.project_id);
     }
     let known = keys::check_key(&state)?;
-    let project = &known.project;
-    if cors::verdict(header(req, "origin").as_deref(), project) == Verdict::Refused {
+    if cors::verdict(header(req, "origin").as_deref(), &known.project) == Verdict::Refused {
         return Err(origin_not_allowed().into());
     }
     // Only known keys get a bucket: random keys cannot fill the limiter's memory.
     rate_limit(env, Limit::Key, key).await?;
 
+    let parsed = match gzip {
+        Some(gzip) => {
+            let body = read_decoded(req, gzip).await?;
+            match tally.source {
+                Source::Track => single::parse_track(&body)?,
+                _ => envelope::parse_batch(&body)?,
+            }
+        }
+        None => {
+            let random: [u8; 10] = durable::random_bytes(10)?
+                .try_into()
+                .map_err(|_| Failure::Internal("crypto.getRandomValues gave the wrong length".into()))?;
+            let id = single::uuid_v7(received_ms.max(0.0) as u64, &random);
+            let referer = header(req, "referer");
+            single::pixel_event(url, referer.as_deref(), id, context::time_from_millis(received_ms))
+        }
+    };
+    process(req, env, cfg, key, known, ip, received_ms, parsed, tally).await
+}
+
+/// The body under the batch cap, gunzipped under the same cap.
+async fn read_decoded(req: &mut Request, gzip: bool) -> Result<Vec<u8>, Failure> {
     let declared = header(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BATCH_BYTES as u64) {
         return Err(too_large().into());
     }
     let raw = read_body(req, MAX_BATCH_BYTES).await?;
-    let body = envelope::decode_body(&raw, gzip, MAX_BATCH_BYTES)?;
-    drop(raw);
-    let parsed = envelope::parse_batch(&body)?;
+    Ok(envelope::decode_body(&raw, gzip, MAX_BATCH_BYTES)?)
+}
+
+/// The batch handler proper, whichever route the events came by: quota, enrichment, delivery,
+/// and the per-event answer. `ip` is consumed here: it feeds the visitor hash and is dropped.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the arguments
+async fn process(
+    req: &Request,
+    env: &Env,
+    cfg: &Config,
+    key: &str,
+    known: &KnownKey,
+    ip: String,
+    received_ms: f64,
+    parsed: ParsedBatch,
+    tally: &mut Tally,
+) -> Result<Response, Failure> {
+    let project = &known.project;
     let valid = parsed.events.iter().filter(|e| e.is_ok()).count();
+    tally.valid = valid as u64;
     let edge_rejected = parsed.rejected();
+    tally.reject(&edge_rejected);
     log_rejections(&edge_rejected);
     if let Some(quota) = limits::effective_quota(known.events_per_minute, cfg.events_per_minute) {
         take_quota(env, project.project_id, valid, quota).await?;
@@ -208,7 +334,7 @@ async fn ingest(
     let day = salt::request_day(Date::now(), cfg.test_mode, header(req, TEST_DAY_HEADER).as_deref());
     let salt = visitor_salt(env, cfg, day).await;
     let ctx = context::request_context(RequestFacts {
-        received_at,
+        received_at: context::time_from_millis(received_ms),
         sent_at: parsed.sent_at,
         geo: geo::geo_from_cf(lookup),
         user_agent: user_agent.as_deref(),
@@ -218,7 +344,7 @@ async fn ingest(
         bot_score: geo::bot_score(lookup),
     });
     // The IP ends here; nothing below can reach it.
-    drop((ip, cf_ip, forwarded_for));
+    drop(ip);
 
     let forwarded = merge::forwarded_indexes(&parsed.events);
     let events: Vec<EnrichedEvent> =
@@ -227,7 +353,9 @@ async fn ingest(
         return Ok(json_response(200, &BatchResponse { accepted: 0, rejected: edge_rejected })?);
     }
     if cfg.delivery == DeliveryMode::Queue {
-        return enqueue(env, key, &events, edge_rejected).await;
+        let resp = enqueue(env, key, &events, edge_rejected).await?;
+        tally.accepted = events.len() as u64;
+        return Ok(resp);
     }
     let chunks = outbound::forward_chunks(key, &events).map_err(|e| Failure::Internal(e.to_string()))?;
     drop(events);
@@ -238,7 +366,9 @@ async fn ingest(
         if !(200..300).contains(&reply.status) {
             // A chunk sent before this one may be stored already; the sender retries the whole
             // batch and the origin's dedup on event ids absorbs the repeat.
-            return pass_through(reply);
+            let (resp, code) = pass_through(reply)?;
+            tally.refuse(code.as_str());
+            return Ok(resp);
         }
         let response: BatchResponse = serde_json::from_slice(&reply.body).map_err(|_| {
             console_error!("origin answered {} with an unreadable batch response", reply.status);
@@ -246,10 +376,13 @@ async fn ingest(
         })?;
         answers.push(ChunkAnswer { start: chunk.start, len: chunk.len, response });
     }
+    let origin_rejected: Vec<_> = answers.iter().flat_map(|a| a.response.rejected.iter().cloned()).collect();
     let merged = merge::merge(edge_rejected, &forwarded, &answers).map_err(|e| {
         console_error!("origin answer does not match the forwarded events: {e}");
         upstream("the origin answered an inconsistent response")
     })?;
+    tally.reject(&origin_rejected);
+    tally.accepted = merged.accepted as u64;
     Ok(json_response(200, &merged)?)
 }
 
@@ -329,10 +462,15 @@ async fn deliver(env: &Env, cfg: &Config, message: &RawMessage) {
     };
     match delivery::classify(status, retry_header.as_deref(), cfg.retry_delay_secs) {
         Outcome::Delivered => {
+            let mut tally = Tally::new(Source::Queue);
+            tally.accepted = events as u64;
             if let Ok(response) = serde_json::from_str::<BatchResponse>(&answer) {
                 log_rejections(&response.rejected);
+                tally.accepted = response.accepted as u64;
+                tally.reject(&response.rejected);
             }
             console_log!("{}", serde_json::json!({ "event": "delivered", "events": events }));
+            record(env, &tally, status.unwrap_or(200));
             message.ack();
         }
         Outcome::Retry { delay_secs } => {
@@ -359,6 +497,9 @@ async fn deliver(env: &Env, cfg: &Config, message: &RawMessage) {
 /// message is retried instead (never dropped).
 async fn dead_letter(env: &Env, cfg: &Config, message: &RawMessage, letter: DeadLetter) {
     let events = letter.batch.as_deref().and_then(delivery::readable_batch).unwrap_or(0);
+    let mut tally = Tally::new(Source::Queue);
+    tally.refuse_events(&format!("dead_letter_{}", letter.reason), events as u64);
+    record(env, &tally, letter.status.unwrap_or(0));
     console_error!(
         "{}",
         serde_json::json!({ "event": "drop", "reason": "dead_letter", "cause": letter.reason, "status": letter.status, "events": events })
@@ -556,7 +697,8 @@ async fn post_signed(cfg: &Config, path: &str, body: String) -> Result<OriginRep
 /// Hands an origin error to the sender: same status, JSON body and `Retry-After`, so 429/5xx
 /// are retried and other 4xx are final. A refused edge signature is our problem, not the
 /// sender's: it becomes a retryable 502 instead of a 401 that would make the SDK drop events.
-fn pass_through(reply: OriginReply) -> Result<Response, Failure> {
+/// Also returns the answer's code, for the counts.
+fn pass_through(reply: OriginReply) -> Result<(Response, EnvelopeCode), Failure> {
     let error = serde_json::from_slice::<ErrorBody>(&reply.body).ok().map(|b| b.error.code);
     if matches!(error, Some(EnvelopeCode::InvalidSignature | EnvelopeCode::SignatureExpired)) {
         console_error!("origin refused the edge signature: check ORIGIN_SECRET and the clocks");
@@ -566,16 +708,16 @@ fn pass_through(reply: OriginReply) -> Result<Response, Failure> {
         console_error!("origin answered unexpected status {}", reply.status);
         return Err(upstream("the origin answered an unexpected status").into());
     }
+    let by_status = match reply.status {
+        429 => EnvelopeCode::RateLimited,
+        503 => EnvelopeCode::Unavailable,
+        413 => EnvelopeCode::PayloadTooLarge,
+        _ => EnvelopeCode::UpstreamError,
+    };
     let body = if serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body).is_ok() {
         reply.body
     } else {
-        let code = match reply.status {
-            429 => EnvelopeCode::RateLimited,
-            503 => EnvelopeCode::Unavailable,
-            413 => EnvelopeCode::PayloadTooLarge,
-            _ => EnvelopeCode::UpstreamError,
-        };
-        let e = EnvelopeError::new(code, format!("the origin answered status {}", reply.status));
+        let e = EnvelopeError::new(by_status, format!("the origin answered status {}", reply.status));
         serde_json::to_vec(&e.body()).map_err(|e| Failure::Internal(e.to_string()))?
     };
     let mut resp = Response::from_bytes(body)?.with_status(reply.status);
@@ -583,7 +725,7 @@ fn pass_through(reply: OriginReply) -> Result<Response, Failure> {
     if let Some(retry_after) = reply.retry_after {
         resp.headers_mut().set("retry-after", &retry_after)?;
     }
-    Ok(resp)
+    Ok((resp, error.unwrap_or(by_status)))
 }
 
 /// Reads the body, refusing more than `cap` bytes without reading further.

@@ -1,9 +1,11 @@
 //! The Nexus edge collector: a Cloudflare Worker that validates, enriches and forwards events.
 //!
-//! A browser (or any sender) posts a batch to `POST /v1/batch`; the worker checks the envelope
-//! and every event with the shared [`protocol`] crate, resolves the write key at the origin
-//! (cached in the isolate), adds geography, a visitor hash and a bot verdict, and forwards the
-//! valid events to the origin over a signed request. The client gets one answer that lists the
+//! A browser (or any sender) posts a batch to `POST /v1/batch` (or one event to `POST /v1/track`,
+//! or loads the `GET /v1/p.gif` pixel, whose page view is made at the edge: [`single`]; all three
+//! share one pipeline); the worker checks the envelope and every event with the shared
+//! [`protocol`] crate, resolves the write key at the origin (cached in the isolate), adds
+//! geography, a visitor hash and a bot verdict, and forwards the valid events to the origin over a
+//! signed request. The client gets one answer that lists the
 //! refused events by their index in its batch. See `edge-worker/README.md` for configuration.
 //!
 //! Daily visitor salts and per-project quotas live in two Durable Objects (`durable`); the
@@ -12,6 +14,9 @@
 //! With `DELIVERY_MODE = "queue"` the valid events go onto a Cloudflare Queue instead, and this
 //! worker's queue consumer forwards them, retries origin outages and dead-letters what the origin
 //! refuses ([`delivery`]); dead letters wait in a third object until an admin re-drive.
+//!
+//! Accepted and dropped events are counted per request ([`metrics`]) in the optional Workers
+//! Analytics Engine binding and in a structured log line.
 //!
 //! Everything but `handler`, `durable` (and the entry point below) is plain Rust that compiles and tests
 //! natively; the workers-rs glue only exists on `wasm32`.
@@ -24,9 +29,11 @@ pub mod geo;
 pub mod keys;
 pub mod limits;
 pub mod merge;
+pub mod metrics;
 pub mod outbound;
 pub mod routes;
 pub mod salt;
+pub mod single;
 
 #[cfg(target_arch = "wasm32")]
 pub mod durable;

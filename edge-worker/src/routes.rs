@@ -2,6 +2,10 @@
 
 use protocol::BATCH_PATH;
 
+/// One event per request (`POST`), same body rules as the batch.
+pub const TRACK_PATH: &str = "/v1/track";
+/// The no-JavaScript page-view pixel (`GET`).
+pub const PIXEL_PATH: &str = "/v1/p.gif";
 /// Path of the liveness probe.
 pub const HEALTH_PATH: &str = "/health";
 /// Admin: list the dead letters (`GET`, bearer `ADMIN_SECRET`).
@@ -14,8 +18,12 @@ pub const REDRIVE_PATH: &str = "/admin/v1/redrive";
 pub enum Route {
     /// `POST /v1/batch`: ingest a batch.
     Batch,
-    /// `OPTIONS /v1/batch`: CORS preflight.
-    BatchPreflight,
+    /// `OPTIONS /v1/batch` or `OPTIONS /v1/track`: CORS preflight.
+    Preflight,
+    /// `POST /v1/track`: ingest one event.
+    Track,
+    /// `GET /v1/p.gif`: a page view from query parameters, answered with a GIF.
+    Pixel,
     /// `GET /health`.
     Health,
     /// `GET /admin/v1/dead-letters`.
@@ -38,8 +46,11 @@ pub fn route(method: &str, path: &str, prefix: &str) -> Route {
     };
     match (path, method.to_ascii_uppercase().as_str()) {
         (BATCH_PATH, "POST") => Route::Batch,
-        (BATCH_PATH, "OPTIONS") => Route::BatchPreflight,
-        (BATCH_PATH, _) => Route::MethodNotAllowed { allow: "POST, OPTIONS" },
+        (TRACK_PATH, "POST") => Route::Track,
+        (BATCH_PATH | TRACK_PATH, "OPTIONS") => Route::Preflight,
+        (BATCH_PATH | TRACK_PATH, _) => Route::MethodNotAllowed { allow: "POST, OPTIONS" },
+        (PIXEL_PATH, "GET") => Route::Pixel,
+        (PIXEL_PATH, _) => Route::MethodNotAllowed { allow: "GET" },
         (HEALTH_PATH, "GET" | "HEAD") => Route::Health,
         (HEALTH_PATH, _) => Route::MethodNotAllowed { allow: "GET, HEAD" },
         (DEAD_LETTERS_PATH, "GET") => Route::DeadLetters,
@@ -117,7 +128,18 @@ mod tests {
         let batch_405 = Route::MethodNotAllowed { allow: "POST, OPTIONS" };
         check("POST", "/v1/batch", "", Route::Batch);
         check("post", "/v1/batch", "", Route::Batch);
-        check("OPTIONS", "/v1/batch", "", Route::BatchPreflight);
+        check("OPTIONS", "/v1/batch", "", Route::Preflight);
+        check("POST", "/v1/track", "", Route::Track);
+        check("OPTIONS", "/v1/track", "", Route::Preflight);
+        check("GET", "/v1/track", "", batch_405);
+        check("GET", "/v1/p.gif", "", Route::Pixel);
+        check("get", "/v1/p.gif", "", Route::Pixel);
+        check("POST", "/v1/p.gif", "", Route::MethodNotAllowed { allow: "GET" });
+        check("HEAD", "/v1/p.gif", "", Route::MethodNotAllowed { allow: "GET" });
+        check("GET", "/nx/v1/p.gif", "/nx", Route::Pixel);
+        check("POST", "/nx/v1/track", "/nx", Route::Track);
+        check("GET", "/v1/p.gif", "/nx", Route::NotFound);
+        check("GET", "/v1/p.gif/", "", Route::NotFound);
         check("GET", "/v1/batch", "", batch_405);
         check("PUT", "/v1/batch", "", batch_405);
         check("GET", "/health", "", Route::Health);

@@ -1,5 +1,5 @@
-// The hostile corpus: malformed and malicious requests against the built worker, one table row
-// per case. Each row pins the exact answer (status and code, or the per-event rejections of a
+// The hostile corpus: malformed and malicious requests against the built worker (the batch and
+// track routes, and the pixel's own table below), one table row per case. Each row pins the exact answer (status and code, or the per-event rejections of a
 // 200); whatever the row, the worker must answer JSON, never 500, and stay alive afterwards.
 // `EDGE_TEST_DEBUG=1` prints every answer.
 
@@ -176,7 +176,64 @@ const CASES = [
   ['200 extra headers', { headers: Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`x-junk-${i}`, 'v'.repeat(50)])), body: oneEvent() }, ok(1)],
   ['garbage client ip', { headers: { 'cf-connecting-ip': '<script>', 'x-forwarded-for': ',,,' }, body: oneEvent() }, ok(1)],
   ['8 KB forwarded-for', { headers: { 'x-forwarded-for': Array.from({ length: 800 }, () => '10.0.0.1').join(', ') }, body: oneEvent() }, ok(1)],
+  // --- POST /v1/track: one event, the batch's body rules ---
+  ['track: empty body', { path: '/v1/track', body: '' }, err(400, 'malformed_json')],
+  ['track: json null', { path: '/v1/track', body: 'null' }, err(400, 'malformed_json')],
+  ['track: a number', { path: '/v1/track', body: '42' }, err(400, 'malformed_json')],
+  ['track: an array of events', { path: '/v1/track', body: json([ev()]) }, err(400, 'malformed_json')],
+  ['track: truncated', { path: '/v1/track', body: evText().slice(0, 40) }, err(400, 'malformed_json')],
+  ['track: trailing garbage', { path: '/v1/track', body: evText() + ' xyz' }, err(400, 'malformed_json')],
+  ['track: two events', { path: '/v1/track', body: evText() + evText() }, err(400, 'malformed_json')],
+  ['track: NaN property', { path: '/v1/track', body: evText().replace(/}$/, ', "properties": {"n": NaN}}') }, err(400, 'malformed_json')],
+  ['track: 1e999 property', { path: '/v1/track', body: evText().replace(/}$/, ', "properties": {"n": 1e999}}') }, ok(0, [0, 'not_an_object'])],
+  ['track: deep event', { path: '/v1/track', body: evText().replace(/}$/, `, "properties": {"a": ${'['.repeat(10_000)}${']'.repeat(10_000)}}}`) }, ok(0, [0, 'properties_too_deep'])],
+  ['track: deep unclosed', { path: '/v1/track', body: '{"a":'.repeat(100_000) }, err(400, 'malformed_json')],
+  ['track: 10 MB string', { path: '/v1/track', body: json(ev({ name: 'x'.repeat(10 * MB) })) }, err(413, 'payload_too_large')],
+  ['track: 40 KB event', { path: '/v1/track', body: json(ev({ properties: { a: 'x'.repeat(8000), b: 'x'.repeat(8000), c: 'x'.repeat(8000), d: 'x'.repeat(8000), e: 'x'.repeat(8000) } })) }, ok(0, [0, 'event_too_large'])],
+  ['track: invalid utf-8', { path: '/v1/track', body: bytes('{"name": "', [0xff, 0xfe], '"}') }, err(400, 'invalid_utf8')],
+  ['track: sent_at a number', { path: '/v1/track', body: json({ ...ev(), sent_at: 1733040000 }) }, err(400, 'invalid_sent_at')],
+  ['track: sent_at twice', { path: '/v1/track', body: evText().replace(/}$/, ', "sent_at": null, "sent_at": null}') }, err(400, 'malformed_json')],
+  ['track: empty object', { path: '/v1/track', body: '{}' }, ok(0, [0, 'missing_id', 'id'])],
+  ['track: a batch body', { path: '/v1/track', body: oneEvent() }, ok(0, [0, 'missing_id', 'id'])],
+  ['track: wrong type', { path: '/v1/track', body: json(ev({ type: 'admin' })) }, ok(0, [0, 'invalid_type', 'type'])],
+  ['track: __proto__ keys', { path: '/v1/track', body: evText().replace(/}$/, ', "__proto__": {"admin": true}, "properties": {"__proto__": {"p": 1}}}') }, ok(1)],
+  ['track: form encoded', { path: '/v1/track', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'name=x' }, err(415, 'unsupported_media_type')],
+  ['track: gzip bomb', { path: '/v1/track', headers: { 'content-encoding': 'gzip' }, body: gzipSync(Buffer.alloc(50 * MB, 0x20), { level: 9 }) }, err(413, 'payload_too_large')],
+  ['track: gzip claimed, plain body', { path: '/v1/track', headers: { 'content-encoding': 'gzip' }, body: evText() }, err(400, 'invalid_encoding')],
+  ['track: no key', { path: '/v1/track', query: '', body: evText() }, err(401, 'missing_key')],
+  ['track: sql in key', { path: '/v1/track', query: "key=wk_valid'--", body: evText() }, err(401, 'invalid_key')],
+  ['track: GET', { method: 'GET', path: '/v1/track' }, err(405, 'method_not_allowed')],
+  ['track: trailing slash', { path: '/v1/track/', body: evText() }, err(404, 'not_found')],
+  // --- the pixel's wrong methods (its GETs are in PIXEL_CASES: they always answer a GIF) ---
+  ['pixel: POST', { path: '/v1/p.gif', body: evText() }, err(405, 'method_not_allowed')],
+  ['pixel: HEAD', { method: 'HEAD', path: '/v1/p.gif' }, { status: 405 }],
 ];
+
+// GET /v1/p.gif: [name, query string, headers, expected x-nexus-outcome]. Whatever the query, the
+// answer is the 200 GIF with no-store; only an `accepted` view reaches the origin.
+const PIXEL_CASES = [
+  ['no parameters', '', {}, 'missing_key'],
+  ['empty key', 'k=&u=https%3A%2F%2Fshop.example%2F', {}, 'missing_key'],
+  ['unknown key', 'k=wk_nope', {}, 'invalid_key'],
+  ['revoked key', 'k=wk_revoked', {}, 'revoked_key'],
+  ['10 KB key', 'k=' + 'k'.repeat(10_000), {}, 'invalid_key'],
+  ['NUL in key', 'k=wk%00valid', {}, 'invalid_key'],
+  ['sql in key', "k=wk_valid'%20OR%20'1'='1", {}, 'invalid_key'],
+  ['key twice', 'k=wk_valid&k=wk_evil', {}, 'accepted'],
+  ['9 KB url', 'k=wk_valid&u=https%3A%2F%2Fx%2F' + 'a'.repeat(9000), {}, 'invalid_context'],
+  ['9 KB title', 'k=wk_valid&t=' + 't'.repeat(9000), {}, 'invalid_context'],
+  ['bad percent escapes', 'k=wk_valid&u=%ZZ%&t=%E0%A4', {}, 'accepted'],
+  ['invalid utf-8 escapes', 'k=wk_valid&t=%FF%FE&r=%C0%AF', {}, 'accepted'],
+  ['javascript: url', 'k=wk_valid&u=javascript%3Aalert(1)&r=data%3Atext%2Fhtml%2C%3Cscript%3E', {}, 'accepted'],
+  ['__proto__ parameters', 'k=wk_valid&__proto__=1&constructor[prototype]=2&t=__proto__', {}, 'accepted'],
+  ['800 junk parameters', 'k=wk_valid&' + Array.from({ length: 800 }, (_, i) => `p${i}=%%`).join('&'), {}, 'accepted'],
+  ['fragment only', '#k=wk_valid', {}, 'missing_key'],
+  ['refused origin', 'k=wk_valid', { origin: 'https://evil.example' }, 'origin_not_allowed'],
+  ['bot user agent', 'k=wk_valid', { 'user-agent': 'curl/8.5.0' }, 'accepted'],
+  ['no user agent', 'k=wk_valid', { 'user-agent': null }, 'accepted'],
+  ['16 KB user agent', 'k=wk_valid', { 'user-agent': 'Mozilla/5.0 ' + 'u'.repeat(16 * 1024) }, 'accepted'],
+];
+const GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==', 'base64');
 
 let origin;
 let mf;
@@ -221,6 +278,7 @@ describe('hostile corpus', () => {
       if (process.env.EDGE_TEST_DEBUG) console.log(name, res.status, res.text.slice(0, 200));
       assert.notEqual(res.status, 500, `${name}: ${res.text.slice(0, 300)}`);
       assert.equal(res.status, expected.status, `${name}: ${res.text.slice(0, 300)}`);
+      if (request.method === 'HEAD') return assert.equal(origin.ingests.length, 0);
       assert.ok(res.json !== undefined, `${name}: not a JSON answer: ${res.text.slice(0, 200)}`);
       if (expected.code) {
         assert.equal(res.json.error?.code, expected.code, `${name}: ${res.text.slice(0, 300)}`);
@@ -232,6 +290,29 @@ describe('hostile corpus', () => {
         const forwarded = origin.ingests.flatMap((i) => i.body.events).length;
         assert.equal(forwarded, expected.accepted, `${name}: forwarded events`);
       }
+    });
+  }
+
+  test(`pixel corpus has ${PIXEL_CASES.length} cases`, () => {
+    assert.equal(new Set(PIXEL_CASES.map(([name]) => name)).size, PIXEL_CASES.length, 'case names are unique');
+  });
+
+  for (const [name, query, headers, outcome] of PIXEL_CASES) {
+    test(`pixel: ${name}`, async () => {
+      origin.reset();
+      const merged = { 'user-agent': CHROME, ...headers };
+      for (const [k, v] of Object.entries(merged)) if (v === null) delete merged[k];
+      const res = await mf.dispatchFetch(`http://edge.test/v1/p.gif${query ? '?' + query : ''}`, { headers: merged });
+      const bytes = Buffer.from(await res.arrayBuffer());
+      if (process.env.EDGE_TEST_DEBUG) console.log(name, res.status, res.headers.get('x-nexus-outcome'));
+      assert.equal(res.status, 200, name);
+      assert.equal(res.headers.get('content-type'), 'image/gif', name);
+      assert.equal(res.headers.get('cache-control'), 'no-store', name);
+      assert.deepEqual(bytes, GIF, name);
+      assert.equal(res.headers.get('x-nexus-outcome'), outcome, name);
+      const forwarded = origin.ingests.flatMap((i) => i.body.events);
+      assert.equal(forwarded.length, outcome === 'accepted' ? 1 : 0, `${name}: forwarded events`);
+      if (outcome === 'accepted') assert.equal(forwarded[0].event.type, 'page');
     });
   }
 

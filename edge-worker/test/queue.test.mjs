@@ -16,6 +16,8 @@ let origin;
 let mf;
 /** Event id -> how many times the origin accepted (200) a batch holding it. */
 let delivered;
+/** The worker's `ingest` count lines (batch route and queue consumer). */
+const counts = [];
 
 before(async () => {
   origin = await startOrigin(SECRET);
@@ -36,7 +38,9 @@ before(async () => {
         'test-dlq': { maxBatchSize: 10, maxBatchTimeout: 0.05, maxRetries: 5, retryDelay: 1 },
       },
       durableObjects: { DEAD_LETTER_STORE: { className: 'DeadLetterStore', useSQLite: true } },
-      handleStructuredLogs: () => {},
+      handleStructuredLogs: ({ message }) => {
+        if (message.includes('"event":"ingest"')) counts.push(JSON.parse(message));
+      },
     },
   );
   await mf.ready;
@@ -50,6 +54,7 @@ after(async () => {
 beforeEach(() => {
   origin.reset();
   delivered = new Map();
+  counts.length = 0;
 });
 
 /** Answers ingests with `verdict(batch)` (a status) or 200, counting accepted event ids. */
@@ -112,6 +117,11 @@ describe('queue delivery', () => {
     assert.ok(refused >= 1, 'no retried delivery');
     assert.equal(origin.badSignatures, 0);
     assert.deepEqual(await deadLetters(), []);
+    // Counted twice over: queued by the batch route, then delivered by the consumer.
+    const sum = (route, f) => counts.filter((c) => c.route === route).reduce((n, c) => n + f(c), 0);
+    await until('the delivery counts', () => sum('queue', (c) => c.accepted) === sent.length);
+    assert.equal(sum('batch', (c) => c.accepted), sent.length);
+    assert.equal(sum('batch', (c) => c.rejected.invalid_id ?? 0), 4);
   });
 
   test('a large batch goes in several messages, each under the 128 KB limit', async () => {
@@ -144,6 +154,11 @@ describe('queue delivery', () => {
     const unreadable = letters.find((l) => l.reason === 'unreadable_message');
     assert.ok(unreadable, JSON.stringify(letters));
     assert.equal(delivered.size, 0);
+    const dropped = counts.filter((c) => c.route === 'queue').map((c) => c.refused).filter(Boolean);
+    assert.deepEqual(
+      dropped.sort((a, b) => a.reason.localeCompare(b.reason)),
+      [{ reason: 'dead_letter_origin_refused', events: 1 }, { reason: 'dead_letter_unreadable_message', events: 0 }],
+    );
 
     // The admin routes need the secret.
     assert.equal((await call(mf, 'GET', '/admin/v1/dead-letters')).status, 401);

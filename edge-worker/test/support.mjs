@@ -18,6 +18,13 @@ const CF_GEO_KEYS = [
 ];
 export const BARE_CF = Object.fromEntries(CF_GEO_KEYS.map((k) => [k, undefined]));
 
+/** The worker's log lines, printed as miniflare would, except the one `ingest` line per request
+ * (single.test.mjs asserts those; printed, they would bury everything else). */
+function printLogs({ level, message }) {
+  if (message.includes('"event":"ingest"')) return;
+  (level === 'error' || level === 'warn' ? console.error : console.log)(message);
+}
+
 /** The built worker in miniflare; `extra` adds options (durableObjects, ratelimits, ...). */
 export function worker(bindings, extra = {}) {
   return new Miniflare({
@@ -26,6 +33,7 @@ export function worker(bindings, extra = {}) {
     modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
     compatibilityDate: '2026-04-01',
     bindings,
+    handleStructuredLogs: printLogs,
     ...extra,
   });
 }

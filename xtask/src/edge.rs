@@ -1,8 +1,10 @@
-//! Build and test steps of the edge tier.
+//! Build, test and bench steps of the edge tier.
 //!
 //! `build-edge` runs worker-build with the size-tuned `wasm-release` profile and pinned tools
 //! (no GitHub downloads); `test-edge` runs the crate's native unit tests, then the node:test
-//! suite in `edge-worker/test/`, which loads the built worker into workerd through miniflare.
+//! suite in `edge-worker/test/`, which loads the built worker into workerd through miniflare;
+//! `bench-edge` runs the load generator `edge-worker/bench/bench.mjs` against the build (see
+//! docs/benchmarks.md).
 //! Neither takes the cargo lock itself: callers that share a target directory wrap the whole
 //! command (`flock /tmp/nexus-cargo.lock cargo xtask build-edge`).
 
@@ -69,6 +71,47 @@ pub fn test(ctx: &Ctx) -> Result<()> {
             .run()?)
     })?;
     summary(&times);
+    Ok(())
+}
+
+/// Options of `cargo xtask bench-edge` (passed on to `edge-worker/bench/bench.mjs`).
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Measured seconds per side (the Rust worker, then the pass-through floor).
+    #[arg(long, default_value_t = 12)]
+    seconds: u32,
+    /// Concurrent keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+    /// Requests per second of the queue-delivery run.
+    #[arg(long, default_value_t = 20)]
+    queue_rate: u32,
+    /// Seconds of the queue-delivery run.
+    #[arg(long, default_value_t = 10)]
+    queue_seconds: u32,
+}
+
+/// Benchmarks the built worker (run `build-edge` first): throughput and latency through
+/// `wrangler dev` beside a pass-through JS worker, queue delivery latency, compressed size. The
+/// measuring is in node (`edge-worker/bench/bench.mjs`); this only checks and starts it.
+pub fn bench(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
+    let entry = ctx.root.join(EDGE_DIR).join(ENTRY);
+    if !entry.exists() {
+        bail!("{} is missing: run `cargo xtask build-edge` first", entry.display());
+    }
+    if !ctx.node_bin("wrangler").exists() {
+        bail!("{} is missing: run `npm ci` at the workspace root", ctx.node_bin("wrangler").display());
+    }
+    let [seconds, concurrency, rate, queue_seconds] =
+        [args.seconds, args.concurrency, args.queue_rate, args.queue_seconds].map(|n| n.to_string());
+    let script = ctx.root.join(EDGE_DIR).join("bench/bench.mjs");
+    cmd!(
+        ctx.sh,
+        "node {script} --seconds {seconds} --concurrency {concurrency} --queue-rate {rate} --queue-seconds {queue_seconds}"
+    )
+    .env("WRANGLER_SEND_METRICS", "false")
+    .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+    .run()?;
     Ok(())
 }
 

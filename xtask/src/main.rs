@@ -79,6 +79,8 @@ enum Cmd {
     TestSdk,
     /// Run the edge test suites.
     TestEdge,
+    /// Benchmark the built edge worker in wrangler dev against a pass-through JS worker.
+    BenchEdge(edge::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -103,6 +105,7 @@ fn main() -> Result<()> {
         Cmd::BuildEdge => edge::build(&ctx),
         Cmd::TestSdk => sdk::test(&ctx),
         Cmd::TestEdge => edge::test(&ctx),
+        Cmd::BenchEdge(args) => edge::bench(&ctx, &args),
     }
 }
 
