@@ -5,5 +5,6 @@ pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod jobs;
+pub mod query;
 pub mod serve;
 pub mod store;

@@ -1,9 +1,11 @@
 //! HTTP: the router, shared state, and the one error type every handler returns.
 
+mod analysis;
 mod auth;
 mod health;
 mod ingest;
 mod persons;
+mod query;
 mod stats;
 mod warnings;
 
@@ -66,6 +68,13 @@ pub fn router(state: AppState) -> Router {
         .route(protocol::forward::KEY_LOOKUP_PATH, post(ingest::key_lookup))
         .route("/v1/stats/events-per-day", get(stats::events_per_day))
         .route("/v1/ingestion/warnings", get(warnings::ingestion_warnings))
+        .route("/v1/query/trends", post(query::trends))
+        .route("/v1/query/top", post(query::top))
+        .route("/v1/query/funnel", post(analysis::funnel))
+        .route("/v1/query/retention", post(analysis::retention))
+        .route("/v1/query/paths", post(analysis::paths))
+        .route("/v1/query/stickiness", post(analysis::stickiness))
+        .route("/v1/query/lifecycle", post(analysis::lifecycle))
         .route("/v1/persons/{distinct_id}", axum::routing::delete(persons::delete_person))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
@@ -87,6 +96,9 @@ pub enum AppError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A query was refused or failed (answered by `query::error_response`, with `details`).
+    #[error(transparent)]
+    Query(#[from] crate::query::model::QueryError),
 }
 
 impl From<IngestError> for AppError {
@@ -110,13 +122,17 @@ impl AppError {
                 tracing::error!(error = %e, "storage error");
                 EnvelopeError::new(EnvelopeCode::Internal, "internal error")
             }
+            AppError::Query(_) => EnvelopeError::new(EnvelopeCode::Internal, "internal error"),
         }
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let env = self.envelope();
+        let env = match self {
+            AppError::Query(e) => return query::error_response(e),
+            other => other.envelope(),
+        };
         let status = StatusCode::from_u16(env.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut res = (status, Json(env.body())).into_response();
         if matches!(env.code, EnvelopeCode::Unavailable | EnvelopeCode::RateLimited) {

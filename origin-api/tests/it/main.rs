@@ -3,9 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod analysis;
 mod embedded;
 mod fault;
 mod identity;
 mod ingest;
+mod query;
+mod query_oracle;
 mod storage;
 mod support;

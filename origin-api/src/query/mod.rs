@@ -1,0 +1,11 @@
+//! The read side: one JSON query model and the analyses built on it (trends, funnels, retention,
+//! paths, lifecycle), each a module with its pure maths and its SQL.
+
+pub mod filter;
+pub mod funnel;
+pub mod lifecycle;
+pub mod model;
+pub mod paths;
+pub mod retention;
+pub mod time;
+pub mod trends;
