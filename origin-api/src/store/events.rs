@@ -355,6 +355,8 @@ async fn insert_once(pool: &Pool, batches: &[ProjectEvents<'_>]) -> Result<HashS
     for (project_id, events) in by_project {
         mapped.push((project_id, super::persons::resolve(&tx, project_id, &events).await?));
     }
+    // The catalog (event names, property keys and values) learns from the same new events.
+    super::catalog::record(&tx, &fresh).await?;
     tx.commit().await?;
     for (project_id, ids) in mapped {
         super::persons::remember(project_id, ids);
