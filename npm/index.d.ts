@@ -14,8 +14,23 @@ export interface InitOptions {
    * 5 minutes), or the collector's `Retry-After` when longer. Default 5000.
    */
   flushIntervalMs?: number;
-  /** Log every event and send to the console. Default false. */
+  /** Log the body of every request to the console, as sent (after `beforeSend`). Default false. */
   debug?: boolean;
+  /**
+   * Gets every finished event, as it will be sent, and returns it (edited or not), or `null` /
+   * `undefined` to drop it: a dropped event is never sent. An exception is thrown to the caller.
+   */
+  beforeSend?: (event: SentEvent) => SentEvent | null | undefined;
+  /**
+   * No persistent identifiers: nothing in `localStorage`, no anonymous id sent (the collector's
+   * daily visitor hash stands in), the session and the queue in memory only. Default false.
+   */
+  cookieless?: boolean;
+  /**
+   * Share of persons recorded, 0 to 1, decided by a hash of the anonymous id (the same person
+   * is always in or always out). Default 1.
+   */
+  sampleRate?: number;
   /**
    * `'pending'`: hold events in memory (nothing stored, nothing sent) until {@link optIn};
    * {@link optOut} drops them. A grant is remembered for later pages. Default: granted.
@@ -31,6 +46,24 @@ export interface InitOptions {
   spa?: boolean;
 }
 
+/** An event as sent (see docs/protocol.md); `beforeSend` may edit it. */
+export interface SentEvent {
+  id: string;
+  type: 'track' | 'page' | 'identify' | 'alias' | 'group';
+  name?: string;
+  anonymous_id?: string;
+  user_id?: string;
+  session_id?: string;
+  timestamp: string;
+  properties?: Properties;
+  set?: Properties;
+  previous_id?: string;
+  group_type?: string;
+  group_key?: string;
+  context: Record<string, unknown>;
+  [field: string]: unknown;
+}
+
 /**
  * Event properties or person traits: a plain object serialisable with `JSON.stringify`
  * (at most 200 keys, nesting depth 8, strings up to 8 KiB; the whole event up to 32 KiB).
@@ -39,7 +72,8 @@ export type Properties = Record<string, unknown>;
 
 /**
  * Starts the SDK and loads its wasm core. Resolves when ready; rejects on invalid options.
- * A second call is ignored.
+ * A second call is ignored. If the wasm cannot load (a blocked file, a CSP without
+ * `'wasm-unsafe-eval'`), the console says so once, this resolves, and every call is a no-op.
  */
 export function init(options: InitOptions): Promise<void>;
 
@@ -60,8 +94,8 @@ export function page(properties?: Properties): void;
 export function identify(userId: string, traits?: Properties): void;
 
 /**
- * Logout: forgets the user id set by {@link identify} and starts a new anonymous id and a new
- * session, so the events that follow are not tied to the ones before.
+ * Logout: forgets the user id set by {@link identify} and the super properties, and starts a new
+ * anonymous id and a new session, so the events that follow are not tied to the ones before.
  */
 export function reset(): void;
 
@@ -81,3 +115,33 @@ export function optOut(): void;
  * not called.
  */
 export function flush(): Promise<void>;
+
+/**
+ * Joins `userId` to `previousId` (default: the current user id, else the anonymous id) as one
+ * person. Throws on ids that are not 1 to 200 bytes.
+ */
+export function alias(userId: string, previousId?: string): void;
+
+/** Associates the person with a group (`group('company', 'acme', { seats: 5 })`). */
+export function group(groupType: string, groupKey: string, traits?: Properties): void;
+
+/**
+ * Super properties: added to every later `track` and `page` event (the event's own properties
+ * win), kept in `localStorage` under the consent rules; `reset` and `optOut` remove them.
+ */
+export function register(properties: Properties): void;
+
+/** Removes one super property. */
+export function unregister(name: string): void;
+
+/**
+ * Records clicks on links to other hosts as `$outbound_click` (`url`, `target`), handed to
+ * `sendBeacon` at once; the click and its navigation are left untouched.
+ */
+export function captureOutboundLinks(): void;
+
+/**
+ * Records LCP, CLS and INP as one `$web_vitals` event when the page is hidden or left. Call it
+ * before `init` resolves.
+ */
+export function captureWebVitals(): void;

@@ -52,7 +52,8 @@ function listen(server) {
  * @param {Array<number | { status: number, retryAfter?: number }>} [options.statuses] answers to
  *   successive batch requests (then 200); `retryAfter` (seconds) adds a `Retry-After` header
  * @param {number} [options.wasmDelayMs] delay before serving the .wasm (to test calls made before load)
- * @param {Record<string, string>} [options.pages] extra pages: path -> HTML; `COLLECTOR` in it is replaced
+ * @param {Record<string, string | { html: string, headers?: Record<string, string> }>} [options.pages] extra
+ *   pages: path -> HTML, or HTML with extra response headers (a CSP); `COLLECTOR` in it is replaced
  */
 export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {} } = {}) {
   const script = [...statuses];
@@ -72,6 +73,12 @@ export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {} 
       return;
     }
     const url = new URL(req.url, collectorOrigin);
+    if (req.method === 'GET' && url.pathname.startsWith('/landing')) {
+      // Another site for outbound links to go to (autocapture tests).
+      res.writeHead(200, { 'content-type': TYPES['.html'] });
+      res.end('<!doctype html><title>landing</title>');
+      return;
+    }
     if (req.method !== 'POST' || url.pathname !== '/v1/batch') {
       res.writeHead(404, cors);
       res.end();
@@ -120,8 +127,9 @@ export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {} 
       return;
     }
     if (pages[path] !== undefined) {
-      res.writeHead(200, { 'content-type': TYPES['.html'] });
-      res.end(pages[path].replaceAll('COLLECTOR', collectorOrigin));
+      const { html, headers = {} } = typeof pages[path] === 'string' ? { html: pages[path] } : pages[path];
+      res.writeHead(200, { 'content-type': TYPES['.html'], ...headers });
+      res.end(html.replaceAll('COLLECTOR', collectorOrigin));
       return;
     }
     const file = normalize(join(PACKAGE_DIR, path.endsWith('/') ? `${path}index.html` : path));

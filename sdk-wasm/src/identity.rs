@@ -14,6 +14,11 @@ pub const USER_KEY: &str = "nexus_user_id";
 pub const SESSION_KEY: &str = "nexus_session";
 /// A session ends after this much inactivity (the usual web analytics definition).
 pub const SESSION_TIMEOUT_MS: u64 = 30 * 60 * 1000;
+/// Within this long of this page's last event, the session is taken from memory: neither read
+/// nor written. Writing `localStorage` at every event was the largest part of `track()`'s cost
+/// in a burst; a last-activity time up to a second old changes nothing against a 30-minute
+/// timeout.
+pub const SESSION_REFRESH_MS: u64 = 1000;
 
 /// String key-value storage that may fail silently.
 pub trait Storage {
@@ -30,7 +35,12 @@ pub trait Storage {
 pub struct Identity {
     anonymous_id: Option<String>,
     user_id: Option<String>,
+    /// Whether storage was read for the user id (so that a page without one does not read it
+    /// at every event).
+    user_read: bool,
     session: Option<(String, u64)>,
+    /// When this page last wrote the session's activity.
+    session_written: u64,
 }
 
 impl Identity {
@@ -58,7 +68,8 @@ impl Identity {
 
     /// The user id set by a previous [`Identity::set_user_id`], in this page or an earlier one.
     pub fn user_id(&mut self, storage: &impl Storage) -> Option<String> {
-        if self.user_id.is_none() {
+        if !self.user_read {
+            self.user_read = true;
             self.user_id = storage.get(USER_KEY).filter(|s| valid_id(s));
         }
         self.user_id.clone()
@@ -68,13 +79,22 @@ impl Identity {
     pub fn set_user_id(&mut self, storage: &impl Storage, user_id: &str) {
         storage.set(USER_KEY, user_id);
         self.user_id = Some(user_id.to_owned());
+        self.user_read = true;
     }
 
     /// The session id for an event at `now`, recording `now` as the last activity.
     ///
-    /// Storage is read on every call, not only the cache: tabs of one site share `localStorage`,
-    /// so activity in one tab keeps the session of the others alive, as users expect.
+    /// Storage is read, not only the cache, unless this page's last write is less than
+    /// [`SESSION_REFRESH_MS`] old: tabs of one site share `localStorage`, so activity in one
+    /// tab keeps the session of the others alive, as users expect.
     pub fn session_id(&mut self, storage: &impl Storage, now: u64, fresh: impl FnOnce() -> String) -> String {
+        if let Some((id, last)) = &mut self.session {
+            // A clock that went backwards gives 0 here: still within the second.
+            if now.saturating_sub(self.session_written) < SESSION_REFRESH_MS {
+                *last = now;
+                return id.clone();
+            }
+        }
         let current = storage.get(SESSION_KEY).and_then(|s| parse_session(&s)).or_else(|| self.session.clone());
         let id = match current {
             // A clock that went backwards gives 0 here: the session goes on.
@@ -83,6 +103,7 @@ impl Identity {
         };
         storage.set(SESSION_KEY, &session_value(&id, now));
         self.session = Some((id.clone(), now));
+        self.session_written = now;
         id
     }
 }
@@ -246,6 +267,28 @@ mod tests {
             assert_eq!(id, expected, "stored {stored:?} now {now}");
             assert_eq!(storage.get(SESSION_KEY).as_deref(), Some(after), "stored {stored:?} now {now}");
         }
+    }
+
+    #[test]
+    fn a_burst_reads_and_writes_the_session_once_a_second() {
+        let storage = MapStorage::default();
+        let mut identity = Identity::new();
+        // (now, stored value after the event): written at 0, then not until 1000 ms later
+        let cases: &[(u64, &str)] =
+            &[(0, "s1|0"), (1, "s1|0"), (999, "s1|0"), (1000, "s1|1000"), (1500, "s1|1000"), (2100, "s1|2100")];
+        for &(now, after) in cases {
+            assert_eq!(identity.session_id(&storage, now, || "s1".to_owned()), "s1");
+            assert_eq!(storage.get(SESSION_KEY).as_deref(), Some(after), "now {now}");
+        }
+        // The session's activity in memory is exact: the timeout counts from the last event.
+        assert_eq!(identity.session, Some(("s1".to_owned(), 2100)));
+        // A user id is read from storage once, not at every event, and a later identify wins.
+        storage.set(USER_KEY, "u1");
+        assert_eq!(identity.user_id(&storage).as_deref(), Some("u1"));
+        storage.set(USER_KEY, "changed-elsewhere");
+        assert_eq!(identity.user_id(&storage).as_deref(), Some("u1"));
+        identity.set_user_id(&storage, "u2");
+        assert_eq!(identity.user_id(&storage).as_deref(), Some("u2"));
     }
 
     #[test]

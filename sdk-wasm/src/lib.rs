@@ -7,8 +7,12 @@
 //!   timestamps, argument checks);
 //! - `web` (wasm32 only): the web-sys implementations of those traits, the page context, the
 //!   event builder and the functions exported to JavaScript (`init`, `track`, `page`,
-//!   `identify`, `flush`, `optIn`, `optOut`, `reset`, `adopt`), proven by `tests/browser.rs`
-//!   in headless Chromium and by the Playwright tests in npm/test/.
+//!   `identify`, `flush`, `optIn`, `optOut`, `reset`, `tick`, `adopt`), proven by
+//!   `tests/browser.rs` in headless Chromium and by the Playwright tests in npm/test.
+//!
+//! Cookieless mode, sampling (`wire::sampled`) and `beforeSend` live in the core; `alias`,
+//! `group`, super properties, autocapture and the stub snippet live in the npm loader, where an
+//! app's bundler drops what the app does not call (the size budget is measured that way).
 //!
 //! The npm package in `npm/` wraps the wasm-bindgen output with a small loader.
 

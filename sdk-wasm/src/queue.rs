@@ -439,6 +439,15 @@ pub struct Flushed {
     pub dropped: usize,
 }
 
+/// What [`Sender::push`] asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// A flush is due (`flush_at` reached and no retry delay running).
+    pub due: bool,
+    /// The first unsaved event since the last write: schedule one [`Sender::persist_pending`].
+    pub persist: bool,
+}
+
 /// The queue with its transport, clock and storage, shared (`Rc`) by everything that may
 /// send: `track`, the page's timer and listeners, and the callbacks of requests in flight.
 #[derive(Debug)]
@@ -454,6 +463,8 @@ pub struct Sender<T, C, S> {
     pub storage: S,
     /// False while consent is pending or denied: nothing is sent, not even beacons.
     pub sending: Cell<bool>,
+    /// True when the stored queue lags behind the one in memory (see [`Sender::push`]).
+    dirty: Cell<bool>,
     /// The storage key of this sender's queue: [`QUEUE_KEY`], or `nexus_queue:<tab>` when each
     /// tab keeps its own (see npm/src/index.js: a tab never sends another live tab's events).
     key: String,
@@ -466,14 +477,32 @@ impl<T: Transport + 'static, C: Clock + 'static, S: Storage + 'static> Sender<T,
         if let Some(saved) = storage.get(&key) {
             queue.load(&saved);
         }
-        Rc::new(Sender { queue: RefCell::new(queue), transport, clock, storage, sending: Cell::new(true), key })
+        Rc::new(Sender {
+            queue: RefCell::new(queue),
+            transport,
+            clock,
+            storage,
+            sending: Cell::new(true),
+            dirty: Cell::new(false),
+            key,
+        })
     }
 
-    /// Writes the queue to storage. Called after every change, not at unload: a tab that
+    /// Writes the queue to storage. Called after every answer and, through
+    /// [`Sender::persist_pending`], after the events of one task, not at unload: a tab that
     /// crashes or is killed gets no unload event.
     pub fn persist(&self) {
+        self.dirty.set(false);
         let saved = self.queue.borrow().snapshot();
         self.storage.set(&self.key, &saved);
+    }
+
+    /// Writes the queue if events were pushed since the last write (the microtask that
+    /// [`Sender::push`] asks for, and the page's `pagehide`).
+    pub fn persist_pending(&self) {
+        if self.dirty.get() {
+            self.persist();
+        }
     }
 
     /// Forgets every event, in memory and in storage (consent withdrawn).
@@ -490,11 +519,16 @@ impl<T: Transport + 'static, C: Clock + 'static, S: Storage + 'static> Sender<T,
         self.persist();
     }
 
-    /// Queues one event and stores the queue; `true` when a flush is due.
-    pub fn push(&self, json: String) -> bool {
+    /// Queues one event; the queue is stored later, by [`Sender::persist_pending`].
+    ///
+    /// Writing the whole queue on every `track()` made a burst of n events cost n² bytes of
+    /// `localStorage` writes on the main thread. The caller runs `persist_pending` on a
+    /// microtask when [`Pushed::persist`] says so: once per task, however many events it
+    /// tracked, and still before the browser can run anything else (an unload included), so a
+    /// tracked event is stored as surely as before.
+    pub fn push(&self, json: String) -> Pushed {
         let due = self.queue.borrow_mut().push(json, self.clock.now_ms());
-        self.persist();
-        due
+        Pushed { due, persist: !self.dirty.replace(true) }
     }
 
     /// Sends everything waiting, one batch at a time, until nothing waits or a send fails in
@@ -545,8 +579,11 @@ impl<T: Transport + 'static, C: Clock + 'static, S: Storage + 'static> Sender<T,
 
     /// Hands everything waiting to the browser as beacons, for a page that may be going away.
     /// Stops at the first beacon the browser refuses; those events stay waiting. Beaconed
-    /// events stay stored (see the module comment), so nothing needs writing here.
+    /// events stay stored (see the module comment): events pushed in this very task (a
+    /// `pagehide` listener that tracks) are written now, not on a microtask that a closing
+    /// page may never run.
     pub fn flush_beacon(&self) -> usize {
+        self.persist_pending();
         let mut sent = 0;
         while self.sending.get() {
             let batch = self.queue.borrow_mut().take_batch(BEACON_MAX_BYTES, self.clock.now_ms());
@@ -675,8 +712,11 @@ mod tests {
         out.get().expect("the fake transport answers synchronously")
     }
 
+    /// Pushes one event and runs the microtask the web layer would schedule.
     fn push(s: &TestSender, n: usize) -> bool {
-        s.push(event(n))
+        let pushed = s.push(event(n));
+        s.persist_pending();
+        pushed.due
     }
 
     /// A valid event as the browser half would build it, with a recognisable id.
@@ -1023,6 +1063,52 @@ mod tests {
         let page4 = sender_on(config, FakeTransport::default(), storage);
         flush_now(&page4);
         assert_eq!(page4.transport.accepted_ids(), expected_ids(7..8));
+    }
+
+    /// Counts the writes of the queue key: the cost `push` must not pay per event.
+    #[derive(Clone, Default)]
+    struct CountingStorage {
+        inner: MemStorage,
+        writes: Rc<Cell<usize>>,
+    }
+
+    impl Storage for CountingStorage {
+        fn get(&self, key: &str) -> Option<String> {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &str) {
+            self.writes.set(self.writes.get() + 1);
+            self.inner.set(key, value);
+        }
+        fn remove(&self, key: &str) {
+            self.inner.remove(key);
+        }
+    }
+
+    #[test]
+    fn pushes_of_one_task_are_stored_once_and_before_a_beacon() {
+        let storage = CountingStorage::default();
+        let clock = FakeClock { now: Cell::new(T0), random: Cell::new(u32::MAX) };
+        let config = Config { flush_at: 100, ..Config::default() };
+        let s = Sender::new(Queue::new(config), FakeTransport::default(), clock, storage.clone(), QUEUE_KEY.into());
+        // (events pushed in one task, whether each push asks for the microtask)
+        let asks: Vec<bool> = (0..50).map(|n| s.push(event(n)).persist).collect();
+        assert_eq!(asks.iter().filter(|a| **a).count(), 1, "one microtask for the whole task");
+        assert!(asks[0]);
+        assert_eq!(storage.writes.get(), 0, "nothing written per event");
+        s.persist_pending();
+        assert_eq!(storage.writes.get(), 1);
+        assert_eq!(stored_ids(&storage.inner), expected_ids(0..50));
+        s.persist_pending();
+        assert_eq!(storage.writes.get(), 1, "a second microtask with nothing new writes nothing");
+        // The next task asks again.
+        assert!(s.push(event(50)).persist);
+        // A page going away in the same task as a push: the beacon path stores it first, so an
+        // unanswered beacon's events are still there for the next page.
+        s.transport.beacon_quota.set(1);
+        assert_eq!(s.flush_beacon(), 51);
+        assert_eq!(stored_ids(&storage.inner), expected_ids(0..51));
+        assert_eq!(storage.writes.get(), 2);
     }
 
     #[test]

@@ -169,13 +169,13 @@ fn error_message(e: js_sys::Error) -> String {
 #[wasm_bindgen_test]
 async fn events_go_out_through_the_exports() {
     // Before init: a real Error, nothing queued.
-    let err = api::track("x".into(), JsValue::UNDEFINED, None).unwrap_err();
+    let err = api::track("x".into(), JsValue::UNDEFINED, None, JsValue::UNDEFINED).unwrap_err();
     assert!(error_message(err).contains("init()"));
     // Bad options are refused, and refusing does not count as initialised.
-    assert!(api::init(JsValue::UNDEFINED, None).is_err());
+    assert!(api::init(JsValue::UNDEFINED, None, JsValue::UNDEFINED).is_err());
     let bad = JSON::parse(r#"{"key":"wk_test","flushAt":0}"#).unwrap();
-    assert!(error_message(api::init(bad, None).unwrap_err()).contains("flushAt"));
-    assert!(api::init(JSON::parse(r#"{"endpoint":"https://c.test"}"#).unwrap(), None).is_err());
+    assert!(error_message(api::init(bad, None, JsValue::UNDEFINED).unwrap_err()).contains("flushAt"));
+    assert!(api::init(JSON::parse(r#"{"endpoint":"https://c.test"}"#).unwrap(), None, JsValue::UNDEFINED).is_err());
 
     // Nothing left over from an earlier run: the first flush below sends exactly 3 events.
     local_storage().remove_item(QUEUE_KEY).unwrap();
@@ -184,22 +184,29 @@ async fn events_go_out_through_the_exports() {
         r#"{"key":"wk test/1","endpoint":"https://collector.test/","flushAt":100,"flushIntervalMs":600000}"#,
     )
     .unwrap();
-    api::init(options.clone(), None).unwrap();
-    api::init(options, None).unwrap(); // a second call is ignored
+    // The loader's persist task: `tick(3)` on a microtask.
+    let persist = Closure::<dyn FnMut()>::new(|| assert!(api::tick(3).unwrap(), "granted: may store")).into_js_value();
+    api::init(options.clone(), None, persist.clone()).unwrap();
+    api::init(options, None, persist).unwrap(); // a second call is ignored
 
     // Argument errors are Errors with a `nexus:` message.
-    assert!(error_message(api::track("".into(), JsValue::UNDEFINED, None).unwrap_err()).starts_with("nexus:"));
-    assert!(api::track("x".into(), JSON::parse("[1]").unwrap(), None).is_err());
-    assert!(api::track("x".into(), "props".into(), None).is_err());
+    assert!(error_message(api::track("".into(), JsValue::UNDEFINED, None, JsValue::UNDEFINED).unwrap_err())
+        .starts_with("nexus:"));
+    assert!(api::track("x".into(), JSON::parse("[1]").unwrap(), None, JsValue::UNDEFINED).is_err());
+    assert!(api::track("x".into(), "props".into(), None, JsValue::UNDEFINED).is_err());
     assert!(api::identify(JsValue::UNDEFINED, JsValue::UNDEFINED, None).is_err());
 
     let t0 = now();
-    api::track("signup_clicked".into(), JSON::parse(r#"{"plan":"pro","n":3}"#).unwrap(), None).unwrap();
+    api::track("signup_clicked".into(), JSON::parse(r#"{"plan":"pro","n":3}"#).unwrap(), None, JsValue::UNDEFINED)
+        .unwrap();
     api::identify("user-42".into(), JSON::parse(r#"{"email":"a@example.com"}"#).unwrap(), None).unwrap();
     api::page(JsValue::UNDEFINED, Some(t0 as f64 - 5000.0), JsValue::UNDEFINED).unwrap();
     assert_eq!(calls.length(), 0, "nothing is sent before flushAt or flush()");
+    // The queue is written once for the task's three events, on a microtask, not per event.
+    assert_eq!(local_storage().get_item(QUEUE_KEY).unwrap(), None, "not yet written");
+    JsFuture::from(Promise::resolve(&JsValue::UNDEFINED)).await.unwrap();
     let stored = local_storage().get_item(QUEUE_KEY).unwrap().unwrap();
-    assert_eq!(stored.split('\n').count(), 3, "the queue is stored as it grows: {stored}");
+    assert_eq!(stored.split('\n').count(), 3, "stored after the task: {stored}");
     flush().await;
     assert_eq!(local_storage().get_item(QUEUE_KEY).unwrap().as_deref(), Some(""), "acknowledged: forgotten");
 

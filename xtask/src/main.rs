@@ -77,6 +77,8 @@ enum Cmd {
     BuildEdge,
     /// Run the SDK test suites.
     TestSdk,
+    /// Benchmark the SDK's track() against posthog-js in headless Chromium.
+    BenchSdk,
     /// Run the edge test suites.
     TestEdge,
     /// Benchmark the built edge worker in wrangler dev against a pass-through JS worker.
@@ -104,6 +106,7 @@ fn main() -> Result<()> {
         Cmd::BuildSdk => sdk::build(&ctx),
         Cmd::BuildEdge => edge::build(&ctx),
         Cmd::TestSdk => sdk::test(&ctx),
+        Cmd::BenchSdk => sdk::bench(&ctx),
         Cmd::TestEdge => edge::test(&ctx),
         Cmd::BenchEdge(args) => edge::bench(&ctx, &args),
     }

@@ -31,12 +31,20 @@ extern "C" {
 #[derive(Debug)]
 pub struct Fetch {
     url: String,
+    /// Logs every body sent to the console (init `debug`).
+    debug: bool,
 }
 
 impl Fetch {
     /// A transport posting to `url` (already carrying the key).
-    pub fn new(url: String) -> Fetch {
-        Fetch { url }
+    pub fn new(url: String, debug: bool) -> Fetch {
+        Fetch { url, debug }
+    }
+
+    fn show(&self, how: &str, body: &str) {
+        if self.debug {
+            log(how, &JsValue::from_str(body));
+        }
     }
 
     /// The batch URL, key included.
@@ -47,6 +55,7 @@ impl Fetch {
 
 impl Transport for Fetch {
     fn post(&self, body: &str, done: Box<dyn FnOnce(Outcome)>) {
+        self.show("send", body);
         // The init dictionary as a plain object: one `Reflect.set` import instead of a typed
         // setter (and JS glue function) per field.
         let init = Object::new();
@@ -80,6 +89,7 @@ impl Transport for Fetch {
     }
 
     fn beacon(&self, body: &str) -> bool {
+        self.show("beacon", body);
         let navigator = global("navigator");
         navigator.is_object()
             && navigator.unchecked_into::<Navigator>().send_beacon_with_opt_str(&self.url, Some(body)).unwrap_or(false)
@@ -128,6 +138,16 @@ impl LocalStore {
     pub fn open() -> LocalStore {
         let storage = global("localStorage");
         LocalStore { inner: storage.is_object().then(|| storage.unchecked_into()), writes: Cell::new(true) }
+    }
+
+    /// True when `set` writes to `localStorage` (there is one, and writes are on).
+    pub fn stores(&self) -> bool {
+        self.inner.is_some() && self.writes.get()
+    }
+
+    /// A storage that keeps nothing (cookieless mode): every value lives in memory only.
+    pub fn memory() -> LocalStore {
+        LocalStore { inner: None, writes: Cell::new(false) }
     }
 }
 
