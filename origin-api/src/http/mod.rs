@@ -2,6 +2,9 @@
 
 mod analysis;
 mod auth;
+mod catalog;
+mod cohorts;
+mod goals;
 mod health;
 mod ingest;
 mod persons;
@@ -75,6 +78,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/query/paths", post(analysis::paths))
         .route("/v1/query/stickiness", post(analysis::stickiness))
         .route("/v1/query/lifecycle", post(analysis::lifecycle))
+        .route("/v1/cohorts", post(cohorts::create).get(cohorts::list))
+        .route("/v1/cohorts/{id}", get(cohorts::get).delete(cohorts::delete))
+        .route("/v1/cohorts/{id}/refresh", post(cohorts::refresh))
+        .route("/v1/catalog/events", get(catalog::events))
+        .route("/v1/catalog/events/{name}/properties", get(catalog::properties))
+        .route("/v1/catalog/properties/{key}/values", get(catalog::values))
+        .route("/v1/goals", post(goals::create).get(goals::list))
+        .route("/v1/goals/{id}", axum::routing::delete(goals::delete))
+        .route("/v1/query/goals", post(goals::query))
         .route("/v1/persons/{distinct_id}", axum::routing::delete(persons::delete_person))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))

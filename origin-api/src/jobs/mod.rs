@@ -19,17 +19,23 @@ pub enum Job {
     CreatePartitions,
     /// Deletes events and sessions older than each project's retention, and old warnings.
     Retention,
+    /// Recomputes the daily rollups of the days marked dirty (`store::rollups::run_pending`).
+    Rollups,
+    /// Recomputes the members of every saved cohort (`store::cohorts::refresh_all`).
+    RefreshCohorts,
 }
 
 impl Job {
     /// Every job.
-    pub const ALL: [Job; 2] = [Job::CreatePartitions, Job::Retention];
+    pub const ALL: [Job; 4] = [Job::CreatePartitions, Job::Retention, Job::Rollups, Job::RefreshCohorts];
 
     /// Its row name in `jobs`.
     pub fn name(self) -> &'static str {
         match self {
             Job::CreatePartitions => "create_partitions",
             Job::Retention => "retention",
+            Job::Rollups => "rollups",
+            Job::RefreshCohorts => "refresh_cohorts",
         }
     }
 
@@ -38,6 +44,11 @@ impl Job {
         match self {
             Job::CreatePartitions => chrono::Duration::hours(1),
             Job::Retention => chrono::Duration::hours(1),
+            // Due again at every tick of the default 60 s scheduler: rollups lag the raw events
+            // by about one tick (queries stay exact meanwhile: they read dirty days raw).
+            Job::Rollups => chrono::Duration::seconds(5),
+            // Behavioural cohorts move with time ("in the last 30 days") and with new events.
+            Job::RefreshCohorts => chrono::Duration::minutes(10),
         }
     }
 }
@@ -47,8 +58,25 @@ pub fn partition_months(now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
     (0..4).filter_map(|i| now.checked_add_months(chrono::Months::new(i))).collect()
 }
 
-async fn run_job(tx: &deadpool_postgres::Transaction<'_>, job: Job, now: DateTime<Utc>) -> Result<(), StoreError> {
+async fn run_job(
+    pool: &Pool,
+    tx: &deadpool_postgres::Transaction<'_>,
+    job: Job,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     match job {
+        // One transaction per cohort, each cohort row locked (FOR UPDATE SKIP LOCKED).
+        Job::RefreshCohorts => {
+            let cohorts = crate::store::cohorts::refresh_all(pool).await?;
+            tracing::debug!(cohorts, "cohorts refreshed");
+        }
+        // Its own transactions, in chunks (the job row only keeps replicas from running it at once).
+        Job::Rollups => {
+            let marks = crate::store::rollups::run_pending(pool).await?;
+            if marks > 0 {
+                tracing::info!(marks, "rollups recomputed dirty days");
+            }
+        }
         Job::CreatePartitions => {
             for month in partition_months(now) {
                 tx.execute("SELECT nexus_ensure_event_partition($1)", &[&month]).await?;
@@ -62,7 +90,10 @@ async fn run_job(tx: &deadpool_postgres::Transaction<'_>, job: Job, now: DateTim
                          DELETE FROM events e USING projects p
                          WHERE e.project_id = p.project_id AND p.retention_days IS NOT NULL
                            AND e."timestamp" < $1::timestamptz - make_interval(days => p.retention_days)
-                         RETURNING e.project_id, e.event_id)
+                         RETURNING e.project_id, e.event_id, e."timestamp"),
+                       dirty AS (INSERT INTO rollup_dirty (project_id, utc_day)
+                         SELECT DISTINCT project_id, ("timestamp" AT TIME ZONE 'UTC')::date FROM gone
+                         ON CONFLICT (project_id, utc_day) DO UPDATE SET seq = nextval('rollup_dirty_seq'))
                        DELETE FROM event_ids i USING gone WHERE i.project_id = gone.project_id AND i.event_id = gone.event_id"#,
                     &[&now],
                 )
@@ -102,7 +133,7 @@ pub async fn run_due(pool: &Pool, runner: &str) -> Result<Vec<Job>, StoreError> 
         if !due {
             continue;
         }
-        run_job(&tx, job, Utc::now()).await?;
+        run_job(pool, &tx, job, Utc::now()).await?;
         let next = Utc::now() + job.interval();
         tx.execute(
             "UPDATE jobs SET next_run_at = $2, last_run_at = now(), last_runner = $3, runs = runs + 1 WHERE name = $1",

@@ -3,7 +3,8 @@
 //!
 //! Nothing from the request is ever spliced into SQL: column names come from the static tables
 //! of [`super::model`], property keys and values are bound parameters. Table aliases are fixed:
-//! `e` events, `s` sessions, `pd` person_distinct_ids, `p` persons.
+//! `e` events, `s` sessions, `pd` person_distinct_ids, `p` persons, `cmb` cohort_members (the
+//! breakdown by cohort).
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -36,6 +37,10 @@ pub struct SqlBuilder {
     pub persons: bool,
     /// The session row (`s`) is needed from events.
     pub sessions: bool,
+    /// The person's cohorts (`cmb`) are joined: a breakdown by `person.cohort`. The join repeats
+    /// a row once per cohort of its person (a person in no cohort keeps one row, `NULL`), so each
+    /// cohort's group counts exactly its members' rows.
+    pub cohorts: bool,
 }
 
 impl SqlBuilder {
@@ -73,6 +78,12 @@ impl SqlBuilder {
         if self.sessions && scope == Scope::Events {
             out.push_str(" LEFT JOIN sessions s ON s.project_id = e.project_id AND s.session_id = e.session_id");
         }
+        if self.cohorts {
+            out.push_str(&format!(
+                " LEFT JOIN cohort_members cmb ON cmb.project_id = {from}.project_id AND cmb.person_key = {}",
+                person_key_sql(from)
+            ));
+        }
         out
     }
 
@@ -84,7 +95,7 @@ impl SqlBuilder {
             Scope::Events => "e",
             Scope::Sessions => "s",
         };
-        format!("coalesce('p:' || pd.person_id::text, 'd:' || {from}.distinct_id)")
+        person_key_sql(from)
     }
 
     /// The SQL expression of a field as text (or its native type for number/bool columns).
@@ -112,6 +123,11 @@ impl SqlBuilder {
             Field::Session(col, _) => {
                 self.sessions = true;
                 format!("s.{col}")
+            }
+            Field::Cohort => {
+                self.distinct_ids = true;
+                self.cohorts = true;
+                "cmb.cohort_id".to_owned()
             }
         })
     }
@@ -157,6 +173,9 @@ impl SqlBuilder {
 
     fn condition_sql(&mut self, c: &Condition, scope: Scope) -> Result<String, QueryError> {
         let path = format!("{}.field", c.path);
+        if c.field == Field::Cohort {
+            return self.cohort_condition_sql(c, scope);
+        }
         if matches!(c.op, Op::Gt | Op::Lt) {
             let x = self.number_sql(&c.field, scope, &path)?;
             let Operand::Number(n) = c.value else {
@@ -188,6 +207,36 @@ impl SqlBuilder {
             (Op::Gt | Op::Lt, _) => return Err(QueryError::invalid(&c.path, "gt and lt need a number")),
         })
     }
+
+    /// `person.cohort eq|neq <id>`: whether the row's person is a member. The members are matched
+    /// on the row's own project, so another project's cohort id matches nobody.
+    fn cohort_condition_sql(&mut self, c: &Condition, scope: Scope) -> Result<String, QueryError> {
+        let Operand::Number(n) = c.value else {
+            return Err(QueryError::invalid(format!("{}.value", c.path), "person.cohort needs a cohort id"));
+        };
+        // The parser only lets positive integers through, so the conversion is exact.
+        let id = n as i64;
+        let from = match scope {
+            Scope::Events => "e",
+            Scope::Sessions => "s",
+        };
+        let key = self.person_key(scope);
+        let exists = format!(
+            "EXISTS (SELECT 1 FROM cohort_members cm WHERE cm.project_id = {from}.project_id \
+             AND cm.cohort_id = {}::bigint AND cm.person_key = {key})",
+            self.bind(id)
+        );
+        Ok(match c.op {
+            Op::Eq => format!("({exists})"),
+            Op::Neq => format!("(NOT {exists})"),
+            _ => return Err(QueryError::invalid(format!("{}.op", c.path), "person.cohort takes eq or neq")),
+        })
+    }
+}
+
+/// The person key of a row of `from` (`e` or `s`), with `pd` joined: see [`SqlBuilder::person_key`].
+pub fn person_key_sql(from: &str) -> String {
+    format!("coalesce('p:' || pd.person_id::text, 'd:' || {from}.distinct_id)")
 }
 
 /// Starts the read transaction every query runs in: read only, with the statement timeout.
@@ -295,6 +344,22 @@ mod tests {
         );
         check(leaf("session.pageviews", "lt", json!(2)), Events, "(s.pageviews < $1::float8)", 1, S);
         check(leaf("session.channel", "eq", json!("direct")), Sessions, "(s.channel = $1::text)", 1, "");
+        check(
+            leaf("person.cohort", "eq", json!(7)),
+            Events,
+            "(EXISTS (SELECT 1 FROM cohort_members cm WHERE cm.project_id = e.project_id AND cm.cohort_id = $1::bigint \
+             AND cm.person_key = coalesce('p:' || pd.person_id::text, 'd:' || e.distinct_id)))",
+            1,
+            PD,
+        );
+        check(
+            leaf("person.cohort", "neq", json!(7)),
+            Sessions,
+            "(NOT EXISTS (SELECT 1 FROM cohort_members cm WHERE cm.project_id = s.project_id AND cm.cohort_id = $1::bigint \
+             AND cm.person_key = coalesce('p:' || pd.person_id::text, 'd:' || s.distinct_id)))",
+            1,
+            " LEFT JOIN person_distinct_ids pd ON pd.project_id = s.project_id AND pd.distinct_id = s.distinct_id",
+        );
         check(
             json!({"and": [leaf("event.name", "eq", json!("a")), {"or": [leaf("event.path", "eq", json!("/")), {"not": leaf("event.host", "eq", json!("h"))}]}]}),
             Events,

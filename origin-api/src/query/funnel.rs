@@ -530,6 +530,51 @@ pub async fn stream_rows(
     Ok(())
 }
 
+/// Where an analysis reads its events from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Source {
+    /// The per-person sequences when the query only needs what they carry, else the raw events.
+    #[default]
+    Auto,
+    /// Always the raw events (the reference the sequences are tested against).
+    Raw,
+}
+
+impl EventSpec {
+    /// The event name when the spec is a name alone: what the per-person sequences can match.
+    pub fn name_only(&self) -> Option<&str> {
+        match (&self.name, &self.filters) {
+            (Some(n), None) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the common part of a query lets the per-person sequences answer it: they carry event names, page
+/// paths and the bot flag, nothing a filter or a breakdown could ask for.
+pub fn sequences_fit(common: &Common, source: Source) -> bool {
+    source == Source::Auto && common.filter.is_none() && common.breakdown.is_none() && common.previous.is_none()
+}
+
+/// Runs a sequence scan in a guarded read transaction (see [`crate::store::sequences::scan`]).
+pub async fn scan_sequences<T>(
+    pool: &deadpool_postgres::Pool,
+    scan: &crate::store::sequences::Scan,
+    keep: impl FnMut(crate::store::sequences::SeqEvent<'_>) -> Option<T>,
+    done: impl FnMut(String, Vec<(i64, T)>),
+) -> Result<(), QueryError> {
+    let mut client = pool.get().await?;
+    let tx = begin_read(&mut client).await?;
+    // Several statements must see one snapshot: which days are clean, the numbers, the days themselves.
+    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
+    crate::store::sequences::scan(&tx, scan, keep, done).await.map_err(|e| match e {
+        crate::store::StoreError::Db(e) => QueryError::from(e),
+        other => QueryError::Store(other),
+    })?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// A PostgreSQL refusal caused by the request (a regex it cannot compile) is a 400.
 fn db_error(e: tokio_postgres::Error) -> QueryError {
     match e.code().map(|c| c.code()) {
@@ -650,13 +695,110 @@ fn config_error(e: FunnelError) -> QueryError {
 
 /// Runs a funnel for a project: one statement returns every relevant event ordered by person and time, with
 /// the steps and exclusions it matches as bitmasks; each person's events are walked once as they stream in.
+/// Funnels of event names alone read the per-person sequences instead (the same events in the same order).
 pub async fn run(
     pool: &deadpool_postgres::Pool,
     project_id: i64,
     common: &Common,
     q: &FunnelQuery,
 ) -> Result<FunnelResponse, QueryError> {
+    run_from(pool, project_id, common, q, Source::Auto).await
+}
+
+/// Each person's reach, from the per-person sequences: the events of `[from, until)` (bots left out unless
+/// asked for), matched to steps and exclusions by name.
+async fn reaches_from_sequences(
+    pool: &deadpool_postgres::Pool,
+    project_id: i64,
+    common: &Common,
+    q: &FunnelQuery,
+    cfg: &FunnelConfig,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<PersonReach>, QueryError> {
+    let mut masks: std::collections::HashMap<&str, (u16, u16)> = std::collections::HashMap::new();
+    for (i, step) in q.steps.iter().enumerate() {
+        if let Some(n) = step.name_only() {
+            masks.entry(n).or_default().0 |= 1 << i;
+        }
+    }
+    for (i, x) in q.exclusions.iter().enumerate() {
+        if let Some(n) = x.name.as_deref() {
+            masks.entry(n).or_default().1 |= 1 << i;
+        }
+    }
+    let strict = cfg.mode == OrderMode::Strict;
+    let (from_us, until_us) = (common.range.from.timestamp_micros(), until.timestamp_micros());
+    let include_bots = common.include_bots;
+    let scan =
+        crate::store::sequences::Scan { project_id, from: common.range.from, until, earlier: None, paths: false };
+    let mut persons: Vec<SequencePerson> = Vec::new();
+    scan_sequences(
+        pool,
+        &scan,
+        |e| {
+            if (e.bot && !include_bots) || e.ts_us < from_us || e.ts_us >= until_us {
+                return None;
+            }
+            let (steps, exclusions) = masks.get(e.name).copied().unwrap_or((0, 0));
+            // Strict order needs every event of the person: any other event in between breaks a chain.
+            (strict || steps != 0 || exclusions != 0).then_some((steps, exclusions))
+        },
+        |person, events| persons.push((person, events)),
+    )
+    .await?;
+    Ok(walk_parallel(persons, cfg))
+}
+
+/// A person and their events from the sequences: (microseconds, (step mask, exclusion mask)).
+type SequencePerson = (String, Vec<(i64, (u16, u16))>);
+
+/// Walks persons on every core: the scan hands all persons over at once, and each walk is independent.
+fn walk_parallel(persons: Vec<SequencePerson>, cfg: &FunnelConfig) -> Vec<PersonReach> {
+    let walk = |chunk: &mut [SequencePerson]| -> Vec<PersonReach> {
+        let mut out = Vec::new();
+        for (person, events) in chunk {
+            let events: Vec<FunnelEvent> = events
+                .iter()
+                .map(|&(ts, (steps, exclusions))| FunnelEvent { ts: ts.div_euclid(1000), steps, exclusions })
+                .collect();
+            let r = reach(&events, cfg);
+            if r.level > 0 {
+                out.push(PersonReach { person: std::mem::take(person), breakdown: None, reach: r });
+            }
+        }
+        out
+    };
+    let mut persons = persons;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let size = persons.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = persons.chunks_mut(size).map(|chunk| scope.spawn(move || walk(chunk))).collect();
+        let mut reaches = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(part) => reaches.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        reaches
+    })
+}
+
+/// [`run`] reading from the given source.
+pub async fn run_from(
+    pool: &deadpool_postgres::Pool,
+    project_id: i64,
+    common: &Common,
+    q: &FunnelQuery,
+    source: Source,
+) -> Result<FunnelResponse, QueryError> {
     refuse_compare(common, "funnels")?;
+    if common.breakdown.as_ref().is_some_and(|bd| bd.field == super::model::Field::Cohort) {
+        return Err(QueryError::invalid(
+            "breakdown.field",
+            "funnels break down by one value per person; filter by person.cohort instead",
+        ));
+    }
     if q.window_days == 0 || q.window_days > MAX_WINDOW_DAYS {
         return Err(QueryError::invalid("window_days", format!("window_days is 1 to {MAX_WINDOW_DAYS}")));
     }
@@ -679,7 +821,8 @@ pub async fn run(
     let person = b.person_key(Scope::Events);
     let pid = b.bind(project_id);
     let from = b.bind(common.range.from);
-    let until = b.bind(common.range.to + chrono::Duration::milliseconds(window_ms));
+    let until_ts = common.range.to + chrono::Duration::milliseconds(window_ms);
+    let until = b.bind(until_ts);
     let mut mask = Vec::new();
     for (i, step) in q.steps.iter().enumerate() {
         let cond = step.sql(&mut b, &format!("steps[{i}]"))?;
@@ -710,6 +853,28 @@ pub async fn run(
         joins = b.joins(Scope::Events),
     );
 
+    let names: Option<Vec<&str>> = q
+        .steps
+        .iter()
+        .map(EventSpec::name_only)
+        .chain(q.exclusions.iter().map(|x| if x.filters.is_none() { x.name.as_deref() } else { None }))
+        .collect();
+    if let (true, Some(_)) = (sequences_fit(common, source), names) {
+        let mut reaches = reaches_from_sequences(pool, project_id, common, q, &cfg, until_ts).await?;
+        // Persons in one order whatever the source, so float sums of the times add up identically.
+        reaches.sort_by(|a, b| a.person.cmp(&b.person));
+        let result = aggregate(&reaches, &cfg, false);
+        return Ok(FunnelResponse {
+            timezone: common.timezone.clone(),
+            from: common.range.from,
+            to: common.range.to,
+            window_days: q.window_days,
+            order: q.order,
+            total: result.total,
+            breakdowns: result.breakdowns,
+        });
+    }
+
     type Row = (FunnelEvent, Option<String>);
     let mut reaches: Vec<PersonReach> = Vec::new();
     let mut groups: PersonGroups<Row> = PersonGroups::default();
@@ -736,6 +901,7 @@ pub async fn run(
     })
     .await?;
     groups.flush(&mut done);
+    reaches.sort_by(|a, b| a.person.cmp(&b.person));
 
     let result = aggregate(&reaches, &cfg, common.breakdown.is_some());
     Ok(FunnelResponse {

@@ -231,6 +231,9 @@ pub enum Field {
     PersonProperty(PropertyKey),
     /// A column of the event's session (`sessions`): (SQL column, type).
     Session(&'static str, ColumnType),
+    /// `person.cohort`: the saved cohorts the event's person is a member of (`cohort_members`).
+    /// A filter takes `eq` / `neq` and a cohort id; a breakdown gives one group per cohort.
+    Cohort,
 }
 
 impl Field {
@@ -254,7 +257,13 @@ impl Field {
         if let Some(name) = s.strip_prefix("session.") {
             return column(SESSION_COLUMNS, name, "session").map(|(c, t)| Field::Session(c, t));
         }
-        Err(format!("unknown field {s:?}; fields start with event., event.properties., person.properties. or session."))
+        if s == "person.cohort" {
+            return Ok(Field::Cohort);
+        }
+        Err(format!(
+            "unknown field {s:?}; fields start with event., event.properties., person.properties. or session., \
+             or are person.cohort"
+        ))
     }
 
     /// The type of the value: properties are read as text (numbers compare as numbers with gt/lt).
@@ -262,6 +271,8 @@ impl Field {
         match self {
             Field::Event(_, t) | Field::Session(_, t) => *t,
             Field::EventProperty(_) | Field::PersonProperty(_) => ColumnType::Text,
+            // A cohort id.
+            Field::Cohort => ColumnType::Number,
         }
     }
 
@@ -450,6 +461,17 @@ fn parse_condition(obj: &Map<String, Value>, path: &str) -> Result<Condition, Qu
         None => return Err(QueryError::invalid(&opath, "op is required")),
     };
     let vpath = format!("{path}.value");
+    if field == Field::Cohort {
+        // Membership is a yes/no per cohort: only eq/neq with one cohort id make sense.
+        if !matches!(op, Op::Eq | Op::Neq) {
+            return Err(QueryError::invalid(&opath, "person.cohort takes eq or neq"));
+        }
+        let id = obj.get("value").and_then(Value::as_i64).filter(|id| *id > 0);
+        let id =
+            id.ok_or_else(|| QueryError::invalid(&vpath, "person.cohort needs a cohort id (a positive integer)"))?;
+        // Exact as f64 far beyond any identity value a cohort will get.
+        return Ok(Condition { field, op, value: Operand::Number(id as f64), path: path.to_owned() });
+    }
     let value = operand(&field, op, obj.get("value"), &vpath)?;
     Ok(Condition { field, op, value, path: path.to_owned() })
 }
@@ -751,6 +773,13 @@ mod tests {
         );
         check(and(vec![leaf("event.properties.plan; DROP TABLE events", "eq", json!(1))]), Err("filters.and[0].field"));
         check(and(vec![leaf("person.properties.email", "contains", json!("@x"))]), Ok(()));
+        check(and(vec![leaf("person.cohort", "eq", json!(3))]), Ok(()));
+        check(and(vec![leaf("person.cohort", "neq", json!(3))]), Ok(()));
+        check(and(vec![leaf("person.cohort", "gt", json!(3))]), Err("filters.and[0].op"));
+        check(and(vec![leaf("person.cohort", "eq", json!("3"))]), Err("filters.and[0].value"));
+        check(and(vec![leaf("person.cohort", "eq", json!(0))]), Err("filters.and[0].value"));
+        check(and(vec![leaf("person.cohorts", "eq", json!(1))]), Err("filters.and[0].field"));
+        check(json!({"date_range": "today", "breakdown": {"field": "person.cohort"}}), Ok(()));
         check(and(vec![leaf("session.pageviews", "gt", json!(2))]), Ok(()));
         check(and(vec![leaf("session.pageviews", "gt", json!("2"))]), Err("filters.and[0].value"));
         check(and(vec![leaf("event.path", "gt", json!(2))]), Err("filters.and[0].value"));

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::filter::{Scope, SqlBuilder};
-use super::funnel::{common_where, refuse_compare, stream_rows, PersonGroups};
+use super::funnel::{common_where, refuse_compare, scan_sequences, sequences_fit, stream_rows, PersonGroups, Source};
 use super::model::{Common, QueryError};
 
 /// The value that stands for the values beyond the top K of a step.
@@ -236,11 +236,23 @@ pub struct PathsResponse {
 
 /// Runs a paths query: one statement returns each person's values in the range ordered by person and time; each
 /// person's path is cut as their rows end, so only paths (at most `steps + 1` values) are kept.
+/// Without filters the values come from the per-person sequences.
 pub async fn run(
     pool: &deadpool_postgres::Pool,
     project_id: i64,
     common: &Common,
     q: &PathsQuery,
+) -> Result<PathsResponse, QueryError> {
+    run_from(pool, project_id, common, q, Source::Auto).await
+}
+
+/// [`run`] reading from the given source.
+pub async fn run_from(
+    pool: &deadpool_postgres::Pool,
+    project_id: i64,
+    common: &Common,
+    q: &PathsQuery,
+    source: Source,
 ) -> Result<PathsResponse, QueryError> {
     refuse_compare(common, "paths")?;
     if common.breakdown.is_some() {
@@ -281,14 +293,46 @@ pub async fn run(
             all.push(path.into_iter().map(str::to_owned).collect());
         }
     };
-    stream_rows(pool, &sql, &b, |row| {
-        let person: &str = row.try_get(0)?;
-        let v: String = row.try_get(1)?;
-        groups.push(person, v, &mut done);
-        Ok(())
-    })
-    .await?;
-    groups.flush(&mut done);
+    if sequences_fit(common, source) {
+        let (from_us, to_us) = (common.range.from.timestamp_micros(), common.range.to.timestamp_micros());
+        let (include_bots, pages) = (common.include_bots, q.values == PathValues::Pages);
+        let scan = crate::store::sequences::Scan {
+            project_id,
+            from: common.range.from,
+            until: common.range.to,
+            earlier: None,
+            paths: pages,
+        };
+        scan_sequences(
+            pool,
+            &scan,
+            |e| {
+                if e.bot && !include_bots || e.ts_us < from_us || e.ts_us >= to_us {
+                    return None;
+                }
+                if pages {
+                    e.path.map(str::to_owned)
+                } else {
+                    Some(e.name.to_owned())
+                }
+            },
+            |person, values| {
+                if !values.is_empty() {
+                    done(person, values.into_iter().map(|(_, v)| v).collect());
+                }
+            },
+        )
+        .await?;
+    } else {
+        stream_rows(pool, &sql, &b, |row| {
+            let person: &str = row.try_get(0)?;
+            let v: String = row.try_get(1)?;
+            groups.push(person, v, &mut done);
+            Ok(())
+        })
+        .await?;
+        groups.flush(&mut done);
+    }
     let r = summarize(&all, q.top_k);
     Ok(PathsResponse {
         timezone: common.timezone.clone(),

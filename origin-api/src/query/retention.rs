@@ -17,7 +17,9 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::filter::{Scope, SqlBuilder};
-use super::funnel::{common_where, refuse_compare, stream_rows, EventSpec, PersonGroups};
+use super::funnel::{
+    common_where, refuse_compare, scan_sequences, sequences_fit, stream_rows, EventSpec, PersonGroups, Source,
+};
 use super::model::{Common, QueryError};
 use super::time::Interval;
 
@@ -220,12 +222,24 @@ pub fn bucket_index(starts: &[i64], end: i64, ts: i64) -> i64 {
 }
 
 /// Runs a retention table: one statement returns each person's start and return events in the range (and, for
-/// first-time cohorts, their first start event ever), ordered by person; each person is walked once.
+/// first-time cohorts, their first start event ever), ordered by person; each person is walked once. Start and
+/// return events given by name alone are read from the per-person sequences.
 pub async fn run(
     pool: &deadpool_postgres::Pool,
     project_id: i64,
     common: &Common,
     q: &RetentionQuery,
+) -> Result<RetentionResponse, QueryError> {
+    run_from(pool, project_id, common, q, Source::Auto).await
+}
+
+/// [`run`] reading from the given source.
+pub async fn run_from(
+    pool: &deadpool_postgres::Pool,
+    project_id: i64,
+    common: &Common,
+    q: &RetentionQuery,
+    source: Source,
 ) -> Result<RetentionResponse, QueryError> {
     refuse_compare(common, "retention")?;
     if common.breakdown.is_some() {
@@ -273,6 +287,48 @@ pub async fn run(
     let mut table = Table::new(cfg);
     let mut groups: PersonGroups<RetentionEvent> = PersonGroups::default();
     let mut done = |_person: String, events: Vec<RetentionEvent>| table.add(&events, period_of);
+    let start_name = q.start.name_only();
+    let return_name = match &q.returning {
+        Some(r) => r.name_only(),
+        None => start_name,
+    };
+    if let (true, Some(start_name), Some(return_name)) = (sequences_fit(common, source), start_name, return_name) {
+        let (from_us, to_us) = (common.range.from.timestamp_micros(), common.range.to.timestamp_micros());
+        let first_time = q.mode == RetentionMode::FirstTime;
+        let include_bots = common.include_bots;
+        let scan = crate::store::sequences::Scan {
+            project_id,
+            from: common.range.from,
+            until: common.range.to,
+            earlier: first_time.then(|| start_name.to_owned()),
+            paths: false,
+        };
+        scan_sequences(
+            pool,
+            &scan,
+            |e| {
+                if e.bot && !include_bots || e.ts_us >= to_us {
+                    return None;
+                }
+                let is_start = e.name == start_name;
+                if e.ts_us < from_us {
+                    // Only a first-time cohort looks back, and only for the start event.
+                    return (first_time && is_start).then_some((true, false));
+                }
+                let is_return = e.name == return_name;
+                (is_start || is_return).then_some((is_start, is_return))
+            },
+            |person, events| {
+                let events: Vec<RetentionEvent> = events
+                    .into_iter()
+                    .map(|(ts, (is_start, is_return))| RetentionEvent { ts: ts.div_euclid(1000), is_start, is_return })
+                    .collect();
+                done(person, events)
+            },
+        )
+        .await?;
+        return Ok(response(common, q, table, &buckets));
+    }
     stream_rows(pool, &sql, &b, |row| {
         let person: &str = row.try_get(0)?;
         let ts: chrono::DateTime<chrono::Utc> = row.try_get(1)?;
@@ -282,12 +338,16 @@ pub async fn run(
     })
     .await?;
     groups.flush(&mut done);
+    Ok(response(common, q, table, &buckets))
+}
 
+/// The answer from the finished table.
+fn response(common: &Common, q: &RetentionQuery, table: Table, buckets: &[super::time::Bucket]) -> RetentionResponse {
     let cohorts = table
         .finish()
         .cohorts
         .into_iter()
-        .zip(&buckets)
+        .zip(buckets)
         .map(|(c, bucket)| CohortRow {
             period: bucket.label.clone(),
             start: bucket.start,
@@ -296,7 +356,7 @@ pub async fn run(
             percentages: c.percentages,
         })
         .collect();
-    Ok(RetentionResponse { timezone: common.timezone.clone(), interval: common.interval, mode: q.mode, cohorts })
+    RetentionResponse { timezone: common.timezone.clone(), interval: common.interval, mode: q.mode, cohorts }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::filter::{begin_read, query_rows, Scope, SqlBuilder};
 use super::model::{Breakdown, Common, Field, PropertyKey, QueryError};
+use super::rollup::Plan;
 use super::time::{Bucket, Interval, Range};
 
 /// Most metrics in one query.
@@ -201,6 +202,10 @@ pub struct TrendsQuery {
     /// Metrics; `["count"]` when absent.
     #[serde(default)]
     pub metrics: Option<Vec<Value>>,
+    /// `false` reads the raw events even when the rollups could answer (same answer; for
+    /// checks and comparisons). Rollups are used when absent.
+    #[serde(default)]
+    pub use_rollups: Option<bool>,
 }
 
 /// The `top` part of a request.
@@ -216,6 +221,9 @@ pub struct TopQuery {
     /// Rows to return; 10 when absent.
     #[serde(default)]
     pub limit: Option<u32>,
+    /// As [`TrendsQuery::use_rollups`].
+    #[serde(default)]
+    pub use_rollups: Option<bool>,
 }
 
 /// A date range as answered.
@@ -325,6 +333,10 @@ struct Split<'a> {
 
 /// Builds `SELECT ... FROM (per-row inputs) x GROUP BY ...` for metrics of one scope.
 /// Columns: `b` (1-based bucket, or 1 without buckets), `in_top`, `v`, then one per metric.
+/// With a rollup plan, event rows come from the rollups and the dirty days' raw events
+/// ([`super::rollup::Plan::source`]), each standing for `w` events.
+// One argument per part of the query; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn statement(
     project_id: i64,
     common: &Common,
@@ -333,17 +345,15 @@ fn statement(
     metrics: &[&Metric],
     scope: Scope,
     split: Option<Split<'_>>,
+    plan: Option<&Plan>,
 ) -> Result<(String, SqlBuilder), QueryError> {
     let mut b = SqlBuilder::new();
     let (alias, time_col) = match scope {
         Scope::Events => ("e", "e.\"timestamp\""),
         Scope::Sessions => ("s", "s.started_at"),
     };
-    let mut conds = vec![
-        format!("{alias}.project_id = {}::bigint", b.bind(project_id)),
-        format!("{time_col} >= {}::timestamptz", b.bind(range.from)),
-        format!("{time_col} < {}::timestamptz", b.bind(range.to)),
-    ];
+    let plan = plan.filter(|_| scope == Scope::Events);
+    let mut conds = Vec::new();
     if !common.include_bots {
         conds.push(match scope {
             Scope::Events => "NOT e.is_bot".to_owned(),
@@ -357,10 +367,7 @@ fn statement(
     if let Some(f) = &common.filter {
         conds.push(b.filter_sql(f, scope)?);
     }
-    let mut inner = vec![match starts {
-        Some(s) => format!("width_bucket({time_col}, {}::timestamptz[]) AS b", b.bind(s.to_vec())),
-        None => "1 AS b".to_owned(),
-    }];
+    let mut inner = Vec::new();
     match split {
         Some(sp) => {
             let v = format!("({})::text", b.field_sql(&sp.breakdown.field, scope, sp.path)?);
@@ -383,6 +390,7 @@ fn statement(
     let mut aggs = Vec::new();
     for (i, m) in metrics.iter().enumerate() {
         let agg = match m {
+            Metric::Count if plan.is_some() => "sum(w)::int8".to_owned(),
             Metric::Count | Metric::Visits => "count(*)".to_owned(),
             Metric::UniquePersons => {
                 inner.push(format!("{} AS m{i}", b.person_key(scope)));
@@ -415,13 +423,30 @@ fn statement(
         Scope::Events => "events e",
         Scope::Sessions => "sessions s",
     };
+    let joins = b.joins(scope);
+    let rows = match plan {
+        Some(plan) => plan.source(&mut b, project_id, range, starts, &inner, &conds, &joins),
+        None => {
+            let mut all = vec![
+                format!("{alias}.project_id = {}::bigint", b.bind(project_id)),
+                format!("{time_col} >= {}::timestamptz", b.bind(range.from)),
+                format!("{time_col} < {}::timestamptz", b.bind(range.to)),
+            ];
+            all.extend(conds);
+            let bucket = match starts {
+                Some(s) => format!("width_bucket({time_col}, {}::timestamptz[]) AS b", b.bind(s.to_vec())),
+                None => "1 AS b".to_owned(),
+            };
+            format!(
+                "SELECT {bucket}, {inner} FROM {from}{joins} WHERE {conds}",
+                inner = inner.join(", "),
+                conds = all.join(" AND ")
+            )
+        }
+    };
     let sql = format!(
-        "SELECT b, in_top, CASE WHEN in_top THEN v END AS v, {aggs} FROM (SELECT {inner} FROM {from}{joins} WHERE {conds}) x \
-         GROUP BY 1, 2, 3",
+        "SELECT b, in_top, CASE WHEN in_top THEN v END AS v, {aggs} FROM ({rows}) x GROUP BY 1, 2, 3",
         aggs = aggs.join(", "),
-        inner = inner.join(", "),
-        joins = b.joins(scope),
-        conds = conds.join(" AND "),
     );
     Ok((sql, b))
 }
@@ -472,8 +497,9 @@ async fn top_values(
     range: &Range,
     metric: &Metric,
     split: Split<'_>,
+    plan: Option<&Plan>,
 ) -> Result<Vec<Option<String>>, QueryError> {
-    let (inner, b) = statement(project_id, common, range, None, &[metric], metric.scope(), Some(split))?;
+    let (inner, b) = statement(project_id, common, range, None, &[metric], metric.scope(), Some(split), plan)?;
     let ranked = format!(
         "SELECT v FROM (SELECT g.v, row_number() OVER (ORDER BY g.a0 DESC NULLS LAST, g.v COLLATE \"C\" ASC NULLS LAST) AS r \
          FROM ({inner}) g) t WHERE r <= {} ORDER BY r",
@@ -485,6 +511,8 @@ async fn top_values(
 
 /// Every cell of one period: each scope's metrics in one statement, values placed at the
 /// metric's position in `metrics`.
+// As `statement`, whose arguments it passes on.
+#[allow(clippy::too_many_arguments)]
 async fn period_cells(
     tx: &deadpool_postgres::Transaction<'_>,
     project_id: i64,
@@ -493,6 +521,7 @@ async fn period_cells(
     starts: Option<&[DateTime<Utc>]>,
     metrics: &[Metric],
     split: Option<Split<'_>>,
+    plan: Option<&Plan>,
 ) -> Result<Vec<Cell>, QueryError> {
     let mut out = Vec::new();
     for scope in [Scope::Events, Scope::Sessions] {
@@ -501,7 +530,7 @@ async fn period_cells(
             continue;
         }
         let scoped: Vec<&Metric> = positions.iter().map(|&i| &metrics[i]).collect();
-        let (sql, b) = statement(project_id, common, range, starts, &scoped, scope, split)?;
+        let (sql, b) = statement(project_id, common, range, starts, &scoped, scope, split, plan)?;
         for c in cells(tx, &sql, &b, &scoped).await? {
             let mut values: Vec<Option<Value>> = vec![None; metrics.len()];
             for (v, &i) in c.values.into_iter().zip(&positions) {
@@ -580,23 +609,29 @@ pub async fn trends(
             ));
         }
     }
+    let table = if q.use_rollups.unwrap_or(true) { super::rollup::table_for(common, &metrics, None) } else { None };
     let mut client = pool.get().await?;
     let tx = begin_read(&mut client).await?;
+    let plan = match table {
+        Some(t) => super::rollup::plan(&tx, project_id, common, t).await?,
+        None => None,
+    };
+    let plan = plan.as_ref();
     let top = match &common.breakdown {
         Some(bd) => {
             let split = Split { breakdown: bd, top: None, path: "breakdown.field" };
-            Some(top_values(&tx, project_id, common, &common.range, &metrics[0], split).await?)
+            Some(top_values(&tx, project_id, common, &common.range, &metrics[0], split, plan).await?)
         }
         None => None,
     };
     let split =
         common.breakdown.as_ref().map(|bd| Split { breakdown: bd, top: top.as_deref(), path: "breakdown.field" });
     let starts: Vec<DateTime<Utc>> = buckets.iter().map(|b| b.start).collect();
-    let current = period_cells(&tx, project_id, common, &common.range, Some(&starts), &metrics, split).await?;
+    let current = period_cells(&tx, project_id, common, &common.range, Some(&starts), &metrics, split, plan).await?;
     let before = match &previous {
         Some((range, pb)) => {
             let starts: Vec<DateTime<Utc>> = pb.iter().map(|b| b.start).collect();
-            Some(period_cells(&tx, project_id, common, range, Some(&starts), &metrics, split).await?)
+            Some(period_cells(&tx, project_id, common, range, Some(&starts), &metrics, split, plan).await?)
         }
         None => None,
     };
@@ -640,13 +675,20 @@ pub async fn top(pool: &Pool, project_id: i64, common: &Common, q: &TopQuery) ->
     }
     let default = if field.is_session() { vec![Metric::Visits] } else { vec![Metric::UniquePersons, Metric::Count] };
     let metrics = parse_metrics(q.metrics.as_ref(), default)?;
+    let table =
+        if q.use_rollups.unwrap_or(true) { super::rollup::table_for(common, &metrics, Some(&field)) } else { None };
     let bd = Breakdown { field, limit };
     let mut client = pool.get().await?;
     let tx = begin_read(&mut client).await?;
+    let plan = match table {
+        Some(t) => super::rollup::plan(&tx, project_id, common, t).await?,
+        None => None,
+    };
+    let plan = plan.as_ref();
     let ranking = Split { breakdown: &bd, top: None, path: "dimension" };
-    let top = top_values(&tx, project_id, common, &common.range, &metrics[0], ranking).await?;
+    let top = top_values(&tx, project_id, common, &common.range, &metrics[0], ranking, plan).await?;
     let split = Split { breakdown: &bd, top: Some(&top), path: "dimension" };
-    let cells = period_cells(&tx, project_id, common, &common.range, None, &metrics, Some(split)).await?;
+    let cells = period_cells(&tx, project_id, common, &common.range, None, &metrics, Some(split), plan).await?;
     tx.commit().await?;
     let keys = group_keys(Some(&top), &[&cells]);
     let mut rows = Vec::new();

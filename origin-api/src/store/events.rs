@@ -357,6 +357,8 @@ async fn insert_once(pool: &Pool, batches: &[ProjectEvents<'_>]) -> Result<HashS
     }
     // The catalog (event names, property keys and values) learns from the same new events.
     super::catalog::record(&tx, &fresh).await?;
+    // Rollups learn which days changed, in the same transaction (see store/rollups.rs).
+    super::rollups::mark_dirty(&tx, &fresh).await?;
     tx.commit().await?;
     for (project_id, ids) in mapped {
         super::persons::remember(project_id, ids);

@@ -1,10 +1,12 @@
 //! Storage: the connection pool, migrations and every SQL statement of the origin.
 
 pub mod catalog;
+pub mod cohorts;
 pub mod embedded;
 pub mod events;
 pub mod persons;
 pub mod projects;
+pub mod rollups;
 pub mod sequences;
 pub mod sessions;
 pub mod warnings;

@@ -4,11 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod analysis;
+mod catalog;
+mod cohorts;
 mod embedded;
 mod fault;
+mod goals;
 mod identity;
 mod ingest;
 mod query;
 mod query_oracle;
+mod rollups;
+mod sequences;
 mod storage;
 mod support;

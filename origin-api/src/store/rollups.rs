@@ -1,0 +1,225 @@
+//! Daily rollups: dirty marks written at ingest and deletion, and the job that recomputes the
+//! marked days from the raw events (safe with several replicas).
+//!
+//! A mark is a UTC day (cheap to compute at ingest, independent of the project's zone); the job
+//! turns it into the project-local days it overlaps. Local day boundaries come from
+//! [`crate::query::time::day_start`], the same function the raw queries bucket with, so a rollup
+//! row's day and a raw query's bucket can never disagree (DST days included).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+use deadpool_postgres::Pool;
+use protocol::forward::EnrichedEvent;
+
+use super::StoreError;
+use crate::ingest::enrich::Derived;
+use crate::query::time::{day_start, local_date};
+
+/// Dirty UTC days taken per job transaction: small, so the marks it holds (which a concurrent
+/// ingest re-marking the same day waits for) are released quickly.
+pub const CHUNK: i64 = 4;
+
+const MARK: &str = "INSERT INTO rollup_dirty (project_id, utc_day)
+  SELECT * FROM unnest($1::int8[], $2::date[])
+  ON CONFLICT (project_id, utc_day) DO UPDATE SET seq = nextval('rollup_dirty_seq')";
+
+/// The distinct (project, UTC day) pairs of some events, sorted (so concurrent writers lock the
+/// marks in one order and never deadlock on them).
+pub fn utc_days(events: impl Iterator<Item = (i64, DateTime<Utc>)>) -> (Vec<i64>, Vec<NaiveDate>) {
+    let pairs: BTreeSet<(i64, NaiveDate)> = events.map(|(p, t)| (p, t.date_naive())).collect();
+    pairs.into_iter().unzip()
+}
+
+/// Marks the UTC days of the new events of a write group dirty, inside the group's transaction
+/// (so a committed event always has its mark): one statement for the handful of days a group has.
+pub async fn mark_dirty(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: &[(i64, &EnrichedEvent, &Derived)],
+) -> Result<(), StoreError> {
+    let (projects, days) = utc_days(events.iter().map(|(p, e, _)| (*p, e.timestamp)));
+    if projects.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx.prepare_cached(MARK).await?;
+    tx.execute(&stmt, &[&projects, &days]).await?;
+    Ok(())
+}
+
+/// Marks every UTC day of `[from, to)` dirty for a project: for writers that bypass the ingest
+/// path (bulk loads straight into `events`), and after a project's timezone changes.
+pub async fn mark_range_dirty(
+    client: &impl deadpool_postgres::GenericClient,
+    project_id: i64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut days = Vec::new();
+    let mut d = from.date_naive();
+    while d <= to.date_naive() {
+        days.push(d);
+        d += Duration::days(1);
+    }
+    let projects = vec![project_id; days.len()];
+    client.execute(MARK, &[&projects, &days]).await?;
+    Ok(())
+}
+
+/// The local calendar days (in `tz`) that overlap the UTC day `utc_day`: one or two.
+pub fn local_days(tz: &Tz, utc_day: NaiveDate) -> Vec<NaiveDate> {
+    let start = utc_day.and_time(chrono::NaiveTime::MIN).and_utc();
+    let last = start + Duration::days(1) - Duration::nanoseconds(1);
+    let (a, b) = (local_date(tz, start), local_date(tz, last));
+    let mut out = vec![a];
+    let mut d = a;
+    while d < b {
+        d += Duration::days(1);
+        out.push(d);
+    }
+    out
+}
+
+/// Recomputes R1 and R2 of one local day from the raw events of `[day_start(day), day_start(day + 1))`.
+async fn recompute_day(
+    tx: &deadpool_postgres::Transaction<'_>,
+    project_id: i64,
+    tz: &Tz,
+    day: NaiveDate,
+) -> Result<(), StoreError> {
+    // Two jobs whose dirty UTC days overlap one local day must not rebuild it at once (their
+    // DELETE + INSERT would interleave); different keys than the person locks (text hash).
+    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("nexus_rollup:{project_id}:{day}")])
+        .await?;
+    let from = day_start(tz, day);
+    let to = day_start(tz, day + Duration::days(1));
+    tx.execute("DELETE FROM rollup_daily_counts WHERE project_id = $1 AND day = $2", &[&project_id, &day]).await?;
+    tx.execute("DELETE FROM rollup_daily_persons WHERE project_id = $1 AND day = $2", &[&project_id, &day]).await?;
+    tx.execute(
+        r#"INSERT INTO rollup_daily_counts (project_id, day, name, event_type, path, country, channel, device_type,
+             browser, os, utm_source, is_bot, events)
+           SELECT $1, $2::date, name, event_type, path, country, channel, device_type, browser, os, utm_source, is_bot,
+             count(*)
+           FROM events WHERE project_id = $1 AND "timestamp" >= $3 AND "timestamp" < $4
+           GROUP BY name, event_type, path, country, channel, device_type, browser, os, utm_source, is_bot"#,
+        &[&project_id, &day, &from, &to],
+    )
+    .await?;
+    tx.execute(
+        r#"INSERT INTO rollup_daily_persons (project_id, day, distinct_id, country, is_bot, events)
+           SELECT $1, $2::date, distinct_id, country, is_bot, count(*)
+           FROM events WHERE project_id = $1 AND "timestamp" >= $3 AND "timestamp" < $4
+           GROUP BY distinct_id, country, is_bot"#,
+        &[&project_id, &day, &from, &to],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Takes up to [`CHUNK`] dirty marks no other replica holds (and not newer than `max_seq`),
+/// recomputes their local days and clears the marks, in one transaction. Returns the marks done.
+async fn run_chunk(pool: &Pool, max_seq: i64) -> Result<usize, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT d.project_id, d.utc_day, d.seq, p.timezone FROM rollup_dirty d
+             LEFT JOIN projects p ON p.project_id = d.project_id
+             WHERE d.seq <= $1 ORDER BY d.project_id, d.utc_day LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+            &[&max_seq, &CHUNK],
+        )
+        .await?;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let mut marks: Vec<(i64, NaiveDate, i64)> = Vec::with_capacity(rows.len());
+    // Sorted: advisory locks are always taken in one order across jobs.
+    let mut days: BTreeSet<(i64, NaiveDate, String)> = BTreeSet::new();
+    for r in &rows {
+        let (project_id, utc_day, seq): (i64, NaiveDate, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        let zone: Option<String> = r.try_get(3)?;
+        marks.push((project_id, utc_day, seq));
+        // A project that is gone has nothing to roll up; its mark is just cleared.
+        if let Some(zone) = zone {
+            let tz: Tz = zone.parse().unwrap_or(Tz::UTC);
+            for d in local_days(&tz, utc_day) {
+                days.insert((project_id, d, zone.clone()));
+            }
+        }
+    }
+    for (project_id, day, zone) in &days {
+        let tz: Tz = zone.parse().unwrap_or(Tz::UTC);
+        recompute_day(&tx, *project_id, &tz, *day).await?;
+    }
+    for (project_id, utc_day, _) in &marks {
+        super::sequences::rebuild_day(&tx, *project_id, *utc_day).await?;
+    }
+    let (projects, utc_days, seqs): (Vec<i64>, Vec<NaiveDate>, Vec<i64>) =
+        marks.iter().fold((vec![], vec![], vec![]), |mut acc, (p, d, s)| {
+            acc.0.push(*p);
+            acc.1.push(*d);
+            acc.2.push(*s);
+            acc
+        });
+    // Only marks nobody re-set meanwhile: a newer seq means events arrived after our reads.
+    tx.execute(
+        "DELETE FROM rollup_dirty d USING unnest($1::int8[], $2::date[], $3::int8[]) AS m(p, u, s)
+         WHERE d.project_id = m.p AND d.utc_day = m.u AND d.seq = m.s",
+        &[&projects, &utc_days, &seqs],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(marks.len())
+}
+
+/// Brings the rollups up to date with every mark present when it starts, in chunks of
+/// [`CHUNK`] marks per transaction; marks other replicas hold are skipped (they do them).
+/// Returns the marks this call processed.
+pub async fn run_pending(pool: &Pool) -> Result<usize, StoreError> {
+    // Marks set after this point wait for the next run: a steady ingest re-marking today must
+    // not keep one run going forever.
+    let max_seq: i64 =
+        pool.get().await?.query_one("SELECT coalesce(max(seq), 0)::int8 FROM rollup_dirty", &[]).await?.try_get(0)?;
+    let mut done = 0;
+    loop {
+        let n = run_chunk(pool, max_seq).await?;
+        if n == 0 {
+            return Ok(done);
+        }
+        done += n;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn check(zone: &str, utc_day: &str, expected: &[&str]) {
+        let tz: Tz = zone.parse().unwrap();
+        let got: Vec<String> = local_days(&tz, utc_day.parse().unwrap()).iter().map(|d| d.to_string()).collect();
+        assert_eq!(got, expected, "{zone} {utc_day}");
+    }
+
+    #[test]
+    fn local_days_of_a_utc_day() {
+        check("UTC", "2026-03-29", &["2026-03-29"]);
+        check("Europe/Berlin", "2026-03-29", &["2026-03-29", "2026-03-30"]);
+        check("America/New_York", "2026-03-08", &["2026-03-07", "2026-03-08"]);
+        check("Asia/Kolkata", "2026-01-01", &["2026-01-01", "2026-01-02"]);
+        check("Pacific/Kiritimati", "2026-01-01", &["2026-01-01", "2026-01-02"]);
+        check("Pacific/Pago_Pago", "2026-01-01", &["2025-12-31", "2026-01-01"]);
+    }
+
+    #[test]
+    fn utc_days_are_distinct_and_sorted() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let (p, d) = utc_days(
+            [(2, t("2026-03-29T23:59:59Z")), (1, t("2026-03-30T00:00:00Z")), (2, t("2026-03-29T00:00:00Z"))]
+                .into_iter(),
+        );
+        assert_eq!(p, vec![1, 2]);
+        assert_eq!(d.iter().map(|d| d.to_string()).collect::<Vec<_>>(), vec!["2026-03-30", "2026-03-29"]);
+    }
+}
