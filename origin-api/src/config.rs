@@ -25,6 +25,25 @@ pub enum Command {
     CreateProject(CreateProjectArgs),
     /// Load historical events (NDJSON, one protocol event per line) through the ingest pipeline.
     Import(ImportArgs),
+    /// Write deterministic synthetic events (NDJSON, one protocol event per line) to stdout.
+    Generate(GenerateArgs),
+}
+
+/// `generate` options: `nexus-origin generate --events 1000000 --seed 1 | nexus-origin import --file -`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Events to write.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Seed: the same seed and end give the same events.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Days of history, ending at `--end`. Default 90.
+    #[arg(long, default_value_t = 90)]
+    pub days: u32,
+    /// End of the window (RFC 3339, exclusive). Default: today's midnight, UTC.
+    #[arg(long)]
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `import` options.

@@ -8,3 +8,4 @@ pub mod jobs;
 pub mod query;
 pub mod serve;
 pub mod store;
+pub mod synth;

@@ -30,7 +30,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => rt.block_on(serve(args)),
         Command::CreateProject(args) => rt.block_on(create_project(args)),
         Command::Import(args) => rt.block_on(import(args)),
+        Command::Generate(args) => generate(&args),
     }
+}
+
+/// `generate`: synthetic events as NDJSON on stdout, in batches of 100, each person's in time order.
+fn generate(args: &crate::config::GenerateArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let midnight = chrono::Utc::now().date_naive().and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let end = args.end.or(midnight).unwrap_or_else(chrono::Utc::now);
+    let cfg = crate::synth::SynthConfig { seed: args.seed, days: args.days, end };
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    for batch in crate::synth::Synth::new(cfg, args.events) {
+        for e in batch {
+            serde_json::to_writer(&mut out, &e.event)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// A connected, migrated database, and the embedded server behind it when there is one.

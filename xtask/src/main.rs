@@ -3,6 +3,7 @@
 //! One entry point (as rust-analyzer does) so that the README, CI and developers run exactly the
 //! same steps. Each tier keeps its build and test steps in its own module.
 
+mod bench_query;
 mod ci;
 mod e2e;
 mod edge;
@@ -83,6 +84,10 @@ enum Cmd {
     TestEdge,
     /// Benchmark the built edge worker in wrangler dev against a pass-through JS worker.
     BenchEdge(edge::BenchArgs),
+    /// Load deterministic synthetic events (persons, sessions, a funnel) through the origin's ingest.
+    LoadSynthetic(bench_query::LoadArgs),
+    /// Time the dashboard queries on synthetic data against plain-SQL baselines.
+    BenchQuery(bench_query::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -109,6 +114,8 @@ fn main() -> Result<()> {
         Cmd::BenchSdk => sdk::bench(&ctx),
         Cmd::TestEdge => edge::test(&ctx),
         Cmd::BenchEdge(args) => edge::bench(&ctx, &args),
+        Cmd::LoadSynthetic(args) => bench_query::load_synthetic(&ctx, &args),
+        Cmd::BenchQuery(args) => bench_query::bench_query(&ctx, &args),
     }
 }
 
