@@ -355,3 +355,31 @@ async fn concurrent_requests_written_as_one_group_keep_every_event_once_and_sess
         .get(0);
     assert_eq!(dups, 15 * 10, "every repeated copy is counted as a duplicate");
 }
+
+#[tokio::test]
+async fn concurrent_first_writers_of_new_months_all_get_their_partition() {
+    // Eight writers ask for the same twelve new months at once, each on its own connection: the
+    // partition DDL must be idempotent under that race (it once answered duplicate_table, a 500).
+    let app = TestApp::start("partition_race").await;
+    let months: Vec<DateTime<Utc>> = (0..12).map(|m| Utc::now() - Duration::days(3650 + 31 * m)).collect();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (pool, months) = (app.pool.clone(), months.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = pool.get().await.unwrap();
+            for m in &months {
+                client.execute("SELECT nexus_ensure_event_partition($1)", &[m]).await?;
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let client = app.pool.get().await.unwrap();
+    for m in &months {
+        let name = format!("events_p{}", m.format("%Y%m"));
+        let exists: bool = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name]).await.unwrap().get(0);
+        assert!(exists, "{name} exists");
+    }
+}
