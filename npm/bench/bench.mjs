@@ -76,7 +76,7 @@ function posthogEvents(post) {
   try {
     const parsed = JSON.parse(text);
     const list = Array.isArray(parsed) ? parsed : (parsed.batch ?? [parsed]);
-    return list.filter((e) => e.event === 'bench');
+    return list.filter((e) => e.event === 'bench' && e.properties?.i >= 0); // not the warm-up
   } catch {
     return [];
   }
@@ -91,7 +91,10 @@ const SDKS = {
       window.sdkFlush = () => nexus.flush();
       window.sdkLoaded = true;
     </script></body>`,
-    events: (posts) => posts.filter((p) => p.path === '/v1/batch').flatMap((p) => JSON.parse(p.body).batch.map((e) => e.id)),
+    events: (posts) =>
+      posts
+        .filter((p) => p.path === '/v1/batch')
+        .flatMap((p) => JSON.parse(p.body).batch.filter((e) => e.properties?.i >= 0).map((e) => e.id)), // not the warm-up
     bytes: (posts) => posts.filter((p) => p.path === '/v1/batch').reduce((n, p) => n + p.body.length, 0),
   },
   'posthog-js': {

@@ -90,7 +90,7 @@ function load() {
         failed = true;
         const calls = pending;
         pending = [];
-        console.warn('nexus: the SDK could not be loaded; nothing is recorded', error);
+        console.warn('nexus: SDK could not be loaded', error);
         for (const call of calls) call.resolve?.();
       },
     );

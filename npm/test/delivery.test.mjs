@@ -233,4 +233,43 @@ describe('delivery', () => {
       await servers.close();
     }
   });
+
+  test('a burst of 10,000 calls delivers 10,000 ids, one request at a time, none refused', async () => {
+    // A long interval: the periodic flush would start a second sending while one is out.
+    const servers = await startServers({ pages: { '/burst.html': testPage({ flushIntervalMs: 600_000 }) } });
+    const { context, page, errors } = await open();
+    const failed = [];
+    page.on('requestfailed', (r) => failed.push(`${r.url()} ${r.failure()?.errorText}`));
+    // Requests out at once, counted in the page: the SDK's answer callback runs after `finally`.
+    await page.addInitScript(() => {
+      const fetch = window.fetch;
+      window.out = 0;
+      window.most = 0;
+      window.fetch = function (...args) {
+        if (!String(args[0]).includes('/v1/batch')) return fetch.apply(this, args); // the .wasm
+        window.most = Math.max(window.most, ++window.out);
+        return fetch.apply(this, args).finally(() => window.out--);
+      };
+    });
+    try {
+      await page.goto(`${servers.siteOrigin}/burst.html`);
+      await page.evaluate(() => window.nexusReady);
+      await page.evaluate(() => {
+        for (let i = 0; i < 10_000; i++) window.nexus.track('burst', { i });
+      });
+      await waitFor(() => servers.acceptedIds().size >= 10_000, 30_000, 'the whole burst');
+      const seen = new Set(servers.accepted().map((e) => e.properties.i));
+      assert.equal(servers.acceptedIds().size, 10_000);
+      assert.equal(seen.size, 10_000);
+      assert.deepEqual(failed, [], 'no request refused or failed');
+      assert.equal(await page.evaluate(() => window.most), 1, 'one request in flight at a time');
+      // flushAt (20) starts the first request; the rest go in batches of the protocol's 1,000.
+      assert.deepEqual(servers.requests.map((r) => r.ids.length), [20, ...Array(9).fill(1000), 980]);
+      assert.ok(servers.requests.every((r) => r.status === 200));
+      assert.deepEqual(errors, []);
+    } finally {
+      await context.close();
+      await servers.close();
+    }
+  });
 });

@@ -137,8 +137,11 @@ pub struct Config {
     pub flush_at: usize,
     /// Most events kept; beyond it the oldest are dropped.
     pub max_queued: usize,
-    /// Most bytes of event JSON kept; beyond it the oldest are dropped. Keeps the stored queue
-    /// well inside `localStorage`'s 5 MB per origin, which the page's own data shares.
+    /// Most bytes of event JSON kept; beyond it the oldest are dropped. Large enough for a
+    /// burst of 10,000 events to wait whole while its batches go out one at a time (an event
+    /// dropped while in flight would also let a second request start). The stored queue is the
+    /// whole queue: a write `localStorage` refuses for its quota leaves the previous one stored
+    /// (a bound of its own for the stored part costs wasm bytes the size budget has not got).
     pub max_bytes: usize,
     /// Answers of a retryable status an event may get before it is dropped.
     pub max_attempts: u8,
@@ -149,7 +152,8 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Config {
-        Config { flush_at: 20, max_queued: 1000, max_bytes: 256 * 1024, max_attempts: 5, retry_base_ms: 5000 }
+        // Room for a burst of 10,000 events, whole, while its batches go out one at a time.
+        Config { flush_at: 20, max_queued: 20_000, max_bytes: 8 << 20, max_attempts: 5, retry_base_ms: 5000 }
     }
 }
 
@@ -307,11 +311,16 @@ impl Queue {
         new
     }
 
-    /// Adds one event; `true` when a flush is due (the queue reached `flush_at` and no retry
-    /// delay is running).
+    /// Adds one event; `true` when a flush is due (the queue reached `flush_at`, no retry
+    /// delay is running, and no request is out: the oldest event is not in flight).
+    ///
+    /// Not while a request is out: its answer sends what waits, in batches as large as the
+    /// protocol takes. Starting a request per `flush_at` events made a burst of 10,000 calls
+    /// start hundreds at once, which the browser refused. The cheap tests come first: during a
+    /// burst the walk of `len` is skipped.
     pub fn push(&mut self, json: String, now: u64) -> bool {
         self.add(json);
-        self.len() >= self.config.flush_at && now >= self.retry_at
+        now >= self.retry_at && self.events.front().is_some_and(|e| e.flight == 0) && self.len() >= self.config.flush_at
     }
 
     fn add(&mut self, json: String) {
@@ -959,6 +968,37 @@ mod tests {
         flush_now(&s);
         assert_eq!(s.queue.borrow().delivered(), 51);
         assert_eq!(s.queue.borrow().kept(), 0);
+    }
+
+    #[test]
+    fn a_burst_of_10000_goes_in_few_large_requests_one_at_a_time() {
+        let s = sender(Config::default(), FakeTransport::default());
+        s.transport.hold.set(true);
+        let mut flushes = 0;
+        for n in 0..10_000 {
+            if push(&s, n) {
+                flushes += 1;
+                s.flush(|_| {});
+            }
+        }
+        assert_eq!(flushes, 1, "no flush is due while a request is out");
+        assert_eq!(s.queue.borrow().drops().total(), 0, "the queue holds the whole burst");
+        let mut sizes = Vec::new();
+        let mut accepted = Vec::new();
+        loop {
+            let Some((body, done)) = s.transport.held.borrow_mut().pop() else { break };
+            assert!(s.transport.held.borrow().is_empty(), "never two requests out");
+            assert!(body.len() <= MAX_BATCH_BYTES);
+            let batch = ids(&body);
+            sizes.push(batch.len());
+            accepted.extend(batch);
+            done(S200);
+        }
+        assert_eq!(accepted, expected_ids(0..10_000));
+        assert_eq!(sizes.len(), 11, "{sizes:?}");
+        assert_eq!(sizes[0], 20);
+        assert!(sizes[1..].iter().all(|&n| n == MAX_EVENTS_PER_BATCH || n == 980), "{sizes:?}");
+        assert_eq!(stored_ids(&s.storage), Vec::<String>::new());
     }
 
     #[test]
