@@ -92,8 +92,7 @@ async fn run_job(
                            AND e."timestamp" < $1::timestamptz - make_interval(days => p.retention_days)
                          RETURNING e.project_id, e.event_id, e."timestamp"),
                        dirty AS (INSERT INTO rollup_dirty (project_id, utc_day)
-                         SELECT DISTINCT project_id, ("timestamp" AT TIME ZONE 'UTC')::date FROM gone
-                         ON CONFLICT (project_id, utc_day) DO UPDATE SET seq = nextval('rollup_dirty_seq'))
+                         SELECT DISTINCT project_id, ("timestamp" AT TIME ZONE 'UTC')::date FROM gone)
                        DELETE FROM event_ids i USING gone WHERE i.project_id = gone.project_id AND i.event_id = gone.event_id"#,
                     &[&now],
                 )

@@ -218,8 +218,7 @@ pub async fn delete_person(
         .execute(
             "WITH gone AS (DELETE FROM events WHERE project_id = $1 AND distinct_id = ANY($2) RETURNING event_id, \"timestamp\"),
              dirty AS (INSERT INTO rollup_dirty (project_id, utc_day)
-               SELECT DISTINCT $1::bigint, (\"timestamp\" AT TIME ZONE 'UTC')::date FROM gone
-               ON CONFLICT (project_id, utc_day) DO UPDATE SET seq = nextval('rollup_dirty_seq'))
+               SELECT DISTINCT $1::bigint, (\"timestamp\" AT TIME ZONE 'UTC')::date FROM gone)
              DELETE FROM event_ids i USING gone WHERE i.project_id = $1 AND i.event_id = gone.event_id",
             &[&project_id, &ids],
         )

@@ -21,9 +21,9 @@ use crate::query::time::{day_start, local_date};
 /// ingest re-marking the same day waits for) are released quickly.
 pub const CHUNK: i64 = 4;
 
+/// Appends marks (a log, V13): no row is shared between writers, so marking never waits.
 const MARK: &str = "INSERT INTO rollup_dirty (project_id, utc_day)
-  SELECT * FROM unnest($1::int8[], $2::date[])
-  ON CONFLICT (project_id, utc_day) DO UPDATE SET seq = nextval('rollup_dirty_seq')";
+  SELECT * FROM unnest($1::int8[], $2::date[])";
 
 /// The distinct (project, UTC day) pairs of some events, sorted (so concurrent writers lock the
 /// marks in one order and never deadlock on them).
@@ -116,16 +116,21 @@ async fn recompute_day(
     Ok(())
 }
 
-/// Takes up to [`CHUNK`] dirty marks no other replica holds (and not newer than `max_seq`),
-/// recomputes their local days and clears the marks, in one transaction. Returns the marks done.
+/// Takes up to [`CHUNK`] dirty days (marked no later than `max_seq`) with every mark of theirs
+/// no other replica holds, recomputes their local days and deletes exactly the marks it read, in
+/// one transaction. A mark committed after that read is not deleted: its events may be missing
+/// from the recompute, so its day stays dirty. Returns the distinct days done.
 async fn run_chunk(pool: &Pool, max_seq: i64) -> Result<usize, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let rows = tx
         .query(
-            "SELECT d.project_id, d.utc_day, d.seq, p.timezone FROM rollup_dirty d
+            "WITH days AS (SELECT DISTINCT project_id, utc_day FROM rollup_dirty WHERE seq <= $1
+                           ORDER BY project_id, utc_day LIMIT $2)
+             SELECT d.project_id, d.utc_day, d.seq, p.timezone FROM rollup_dirty d
+             JOIN days ON days.project_id = d.project_id AND days.utc_day = d.utc_day
              LEFT JOIN projects p ON p.project_id = d.project_id
-             WHERE d.seq <= $1 ORDER BY d.project_id, d.utc_day LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+             ORDER BY d.project_id, d.seq FOR UPDATE OF d SKIP LOCKED",
             &[&max_seq, &CHUNK],
         )
         .await?;
@@ -152,25 +157,20 @@ async fn run_chunk(pool: &Pool, max_seq: i64) -> Result<usize, StoreError> {
         let tz: Tz = zone.parse().unwrap_or(Tz::UTC);
         recompute_day(&tx, *project_id, &tz, *day).await?;
     }
-    for (project_id, utc_day, _) in &marks {
+    let utc_days: BTreeSet<(i64, NaiveDate)> = marks.iter().map(|(p, d, _)| (*p, *d)).collect();
+    for (project_id, utc_day) in &utc_days {
         super::sequences::rebuild_day(&tx, *project_id, *utc_day).await?;
     }
-    let (projects, utc_days, seqs): (Vec<i64>, Vec<NaiveDate>, Vec<i64>) =
-        marks.iter().fold((vec![], vec![], vec![]), |mut acc, (p, d, s)| {
-            acc.0.push(*p);
-            acc.1.push(*d);
-            acc.2.push(*s);
-            acc
-        });
-    // Only marks nobody re-set meanwhile: a newer seq means events arrived after our reads.
+    let (projects, seqs): (Vec<i64>, Vec<i64>) = marks.iter().map(|(p, _, s)| (*p, *s)).unzip();
+    // Exactly the marks read above: a mark appended since then stays, and its day with it.
     tx.execute(
-        "DELETE FROM rollup_dirty d USING unnest($1::int8[], $2::date[], $3::int8[]) AS m(p, u, s)
-         WHERE d.project_id = m.p AND d.utc_day = m.u AND d.seq = m.s",
-        &[&projects, &utc_days, &seqs],
+        "DELETE FROM rollup_dirty d USING unnest($1::int8[], $2::int8[]) AS m(p, s)
+         WHERE d.project_id = m.p AND d.seq = m.s",
+        &[&projects, &seqs],
     )
     .await?;
     tx.commit().await?;
-    Ok(marks.len())
+    Ok(utc_days.len())
 }
 
 /// Brings the rollups up to date with every mark present when it starts, in chunks of
