@@ -4,7 +4,7 @@
 //! woothee crate (a maintained, dependency-free parser shared with other languages).
 
 use protocol::forward::EnrichedEvent;
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 
 use url::Url;
 
@@ -68,8 +68,8 @@ fn agent(ua: Option<&str>, bot: bool) -> Agent {
 /// Derives the typed columns of a batch. The events of one request share a user agent and a
 /// few pages, so each distinct user agent and page is parsed once, not once per event.
 pub fn derive_all(events: &[EnrichedEvent]) -> Vec<Derived> {
-    let mut agents: HashMap<(Option<&str>, bool), Agent> = HashMap::new();
-    let mut places: HashMap<PlaceKey<'_>, Place> = HashMap::new();
+    let mut agents: HashMap<(Option<&str>, bool), Agent> = HashMap::default();
+    let mut places: HashMap<PlaceKey<'_>, Place> = HashMap::default();
     events
         .iter()
         .map(|e| {

@@ -8,7 +8,9 @@
 //! writes them in one transaction, then answers each request. An event is still acknowledged
 //! only after the transaction that stored it committed.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use ahash::AHashSet as HashSet;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -148,7 +150,7 @@ async fn store_group(pool: &Pool, group: &mut [Job]) -> Result<(), StoreError> {
     for job in group.iter() {
         ids.entry(job.project_id).or_default().extend(job.events.iter().flat_map(ids_of));
     }
-    let mut deleted: HashSet<(i64, String)> = HashSet::new();
+    let mut deleted: HashSet<(i64, String)> = HashSet::default();
     for (project_id, ids) in ids {
         let ids: Vec<&str> = ids.into_iter().collect();
         deleted.extend(store::persons::tombstoned(pool, project_id, &ids).await?.into_iter().map(|d| (project_id, d)));

@@ -10,7 +10,7 @@
 //! commit; reads sum the shards.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -112,9 +112,9 @@ pub struct Folded<'a> {
 
 /// Folds the events of a group. `skip(project, key)` tells the keys known to be capped.
 pub fn fold<'a>(events: &[(i64, &'a EnrichedEvent)], skip: impl Fn(i64, &str) -> bool) -> Folded<'a> {
-    let mut names: HashMap<(i64, &'a str), NameDelta> = HashMap::new();
-    let mut keys: HashMap<(i64, &'a str, &'a str), KeyDelta> = HashMap::new();
-    let mut values: HashMap<(i64, &'a str), HashMap<Cow<'a, str>, i64>> = HashMap::new();
+    let mut names: HashMap<(i64, &'a str), NameDelta> = HashMap::default();
+    let mut keys: HashMap<(i64, &'a str, &'a str), KeyDelta> = HashMap::default();
+    let mut values: HashMap<(i64, &'a str), HashMap<Cow<'a, str>, i64>> = HashMap::default();
     for &(project_id, e) in events {
         let (name, t) = (e.event.name.as_str(), e.timestamp);
         names

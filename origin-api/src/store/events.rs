@@ -1,6 +1,8 @@
 //! Event rows: the idempotent bulk insert, daily counts, and the daily visitor salts.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use ahash::AHashSet as HashSet;
 use std::sync::Mutex;
 
 use bytes::{BufMut, BytesMut};
@@ -284,7 +286,7 @@ pub type ProjectEvents<'a> = (i64, &'a [EnrichedEvent]);
 /// (project, id) pairs that were new.
 pub async fn insert(pool: &Pool, batches: &[ProjectEvents<'_>]) -> Result<HashSet<(i64, Uuid)>, StoreError> {
     if batches.iter().all(|(_, events)| events.is_empty()) {
-        return Ok(HashSet::new());
+        return Ok(HashSet::default());
     }
     // Collected, not a lazy iterator: a borrowing closure held across an await is not `Send`.
     let times: Vec<DateTime<Utc>> = batches.iter().flat_map(|(_, events)| events.iter().map(|e| e.timestamp)).collect();
