@@ -3,8 +3,8 @@
 //! Pure: takes the enriched event, returns the derived fields. User agents are parsed with the
 //! woothee crate (a maintained, dependency-free parser shared with other languages).
 
-use protocol::forward::EnrichedEvent;
 use ahash::AHashMap as HashMap;
+use protocol::forward::EnrichedEvent;
 
 use url::Url;
 

@@ -9,8 +9,8 @@
 //! concurrent writer transactions would otherwise queue on its row lock until each one's
 //! commit; reads sum the shards.
 
-use std::borrow::Cow;
 use ahash::{AHashMap as HashMap, AHashSet as HashSet};
+use std::borrow::Cow;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
