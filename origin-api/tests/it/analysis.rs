@@ -4,37 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{read, TestApp};
-
-const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36";
-
-/// Posts one batch (no `sent_at`, so timestamps are kept as sent).
-async fn send(app: &TestApp, write_key: &str, events: &[Value]) {
-    let res = app
-        .http
-        .post(app.url(&format!("/v1/batch?key={write_key}")))
-        .header("content-type", "application/json")
-        .header("user-agent", UA)
-        .body(json!({ "batch": events }).to_string())
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read(res).await;
-    assert_eq!((status, body["rejected"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
-}
-
-async fn query(app: &TestApp, path: &str, key: &str, body: &Value) -> (u16, Value) {
-    let res = app
-        .http
-        .post(app.url(path))
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    read(res).await
-}
+use crate::support::{query, send_browser, TestApp};
 
 /// A track event of `who` (`anon:<id>` or `user:<id>`) at `ts`.
 fn ev(name: &str, ts: &str, who: &str, props: Value) -> Value {
@@ -78,12 +48,12 @@ fn funnel_query() -> Value {
 /// * `c` views and signs up 8 days later, outside the 7-day window;
 /// * `d` signs up without viewing: not in the funnel.
 async fn load_funnel(app: &TestApp, write_key: &str) {
-    send(app, write_key, &[ev("view", "2026-03-02T10:00:00Z", "anon:a", json!({"src": "ads"}))]).await;
+    send_browser(app, write_key, &[ev("view", "2026-03-02T10:00:00Z", "anon:a", json!({"src": "ads"}))]).await;
     let mut identify = ev("identify", "2026-03-02T10:30:00Z", "anon:a", json!({}));
     identify["type"] = json!("identify");
     identify["user_id"] = json!("u1");
-    send(app, write_key, &[identify]).await;
-    send(
+    send_browser(app, write_key, &[identify]).await;
+    send_browser(
         app,
         write_key,
         &[
@@ -92,8 +62,8 @@ async fn load_funnel(app: &TestApp, write_key: &str) {
         ],
     )
     .await;
-    send(app, write_key, &[ev("purchase", "2026-03-03T14:00:00Z", "anon:b", json!({}))]).await;
-    send(
+    send_browser(app, write_key, &[ev("purchase", "2026-03-03T14:00:00Z", "anon:b", json!({}))]).await;
+    send_browser(
         app,
         write_key,
         &[
@@ -102,7 +72,7 @@ async fn load_funnel(app: &TestApp, write_key: &str) {
         ],
     )
     .await;
-    send(
+    send_browser(
         app,
         write_key,
         &[
@@ -177,7 +147,7 @@ async fn funnel_with_identity_merge_out_of_order_delivery_and_window() {
 async fn retention_stickiness_lifecycle_and_paths() {
     let app = TestApp::start("analysis_cohorts").await;
     let (w, r) = (app.project.write_key.clone(), app.project.read_key.clone());
-    send(
+    send_browser(
         &app,
         &w,
         &[
@@ -321,7 +291,12 @@ async fn a_read_key_sees_its_own_project_only() {
     let a = &app.project;
     let b = nexus_origin::store::projects::create_project(&app.pool, "B", "UTC", &[]).await.unwrap();
     load_funnel(&app, &b.write_key).await;
-    send(&app, &b.write_key, &[page("2026-03-03T08:00:00Z", "c", "/"), page("2026-03-03T08:01:00Z", "c", "/x")]).await;
+    send_browser(
+        &app,
+        &b.write_key,
+        &[page("2026-03-03T08:00:00Z", "c", "/"), page("2026-03-03T08:01:00Z", "c", "/x")],
+    )
+    .await;
 
     let range = json!({"from": "2026-03-01", "to": "2026-03-12"});
     let who = json!({"field": "event.distinct_id", "op": "eq", "value": ["a", "b", "c", "u1"]});
@@ -371,8 +346,9 @@ mod oracle {
     use proptest::test_runner::{Config, TestCaseError, TestRunner};
     use serde_json::json;
 
-    use super::{counts, query, send};
+    use super::counts;
     use crate::support::TestApp;
+    use crate::support::{query, send_browser};
 
     const NAMES: [&str; 4] = ["view", "signup", "buy", "other"];
 
@@ -525,11 +501,11 @@ mod oracle {
         }
         // Identities first, then the events in reverse order in small batches: delivery order is not time order.
         if !identifies.is_empty() {
-            send(app, &p.write_key, &identifies).await;
+            send_browser(app, &p.write_key, &identifies).await;
         }
         events.reverse();
         for chunk in events.chunks(7) {
-            send(app, &p.write_key, chunk).await;
+            send_browser(app, &p.write_key, chunk).await;
         }
 
         let range = json!({"from": "2026-03-25", "to": "2026-03-31"});

@@ -4,28 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{read, TestApp};
-
-const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36";
-
-async fn send(app: &TestApp, write_key: &str, events: &[Value]) {
-    let res = app
-        .http
-        .post(app.url(&format!("/v1/batch?key={write_key}")))
-        .header("content-type", "application/json")
-        .header("user-agent", UA)
-        .body(json!({ "batch": events }).to_string())
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read(res).await;
-    assert_eq!((status, body["rejected"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
-}
-
-async fn get(app: &TestApp, path: &str, key: &str) -> (u16, Value) {
-    let res = app.http.get(app.url(path)).header("authorization", format!("Bearer {key}")).send().await.unwrap();
-    read(res).await
-}
+use crate::support::{get, send_browser, TestApp};
 
 fn ev(name: &str, ts: &str, props: Value) -> Value {
     json!({"id": uuid::Uuid::now_v7(), "type": "track", "name": name, "timestamp": ts, "anonymous_id": "a1",
@@ -54,8 +33,9 @@ async fn catalog_lists_names_keys_types_and_values_per_project() {
     let app = TestApp::start("catalog_lists").await;
     let (w, r) = (app.project.write_key.clone(), app.project.read_key.clone());
     let dup = ev("signup", "2026-03-02T10:00:00Z", json!({"plan": "pro", "n": 1}));
-    send(&app, &w, &[dup.clone(), ev("signup", "2026-03-01T09:00:00Z", json!({"plan": "free", "n": "x"}))]).await;
-    send(
+    send_browser(&app, &w, &[dup.clone(), ev("signup", "2026-03-01T09:00:00Z", json!({"plan": "free", "n": "x"}))])
+        .await;
+    send_browser(
         &app,
         &w,
         &[
@@ -67,8 +47,12 @@ async fn catalog_lists_names_keys_types_and_values_per_project() {
     .await;
     // Another project's events are never shown to this one.
     let b = nexus_origin::store::projects::create_project(&app.pool, "B", "UTC", &[]).await.unwrap();
-    send(&app, &b.write_key, &[ev("secret_event", "2026-03-02T10:00:00Z", json!({"plan": "hidden", "b_only": 1}))])
-        .await;
+    send_browser(
+        &app,
+        &b.write_key,
+        &[ev("secret_event", "2026-03-02T10:00:00Z", json!({"plan": "hidden", "b_only": 1}))],
+    )
+    .await;
 
     let (status, body) = get(&app, "/v1/catalog/events", &r).await;
     assert_eq!(status, 200, "{body}");
@@ -145,8 +129,8 @@ async fn high_cardinality_keys_are_capped_and_stop_counting() {
     let events: Vec<Value> = (0..cap + 50)
         .map(|i| ev("order", "2026-03-02T10:00:00Z", json!({"order_id": format!("o-{i:04}"), "plan": "pro"})))
         .collect();
-    send(&app, &w, &events).await;
-    send(&app, &w, &[ev("order", "2026-03-02T11:00:00Z", json!({"order_id": "late", "plan": "free"}))]).await;
+    send_browser(&app, &w, &events).await;
+    send_browser(&app, &w, &[ev("order", "2026-03-02T11:00:00Z", json!({"order_id": "late", "plan": "free"}))]).await;
 
     let (status, body) = get(&app, "/v1/catalog/properties/order_id/values?limit=1000", &r).await;
     assert_eq!(status, 200, "{body}");

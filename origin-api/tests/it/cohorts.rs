@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::query::{query, send, BOT_UA, BROWSER_UA};
+use crate::support::{get, query, send, BOT_UA, BROWSER_UA};
 use crate::support::{read, TestApp};
 
 /// One generated event: person label, name, time, amount, bot.
@@ -188,10 +188,6 @@ async fn created(app: &TestApp, admin_key: &str, name: &str, definition: Value) 
     v["id"].as_i64().unwrap()
 }
 
-async fn get(app: &TestApp, key: &str, path: &str) -> (u16, Value) {
-    read(app.http.get(app.url(path)).header("authorization", format!("Bearer {key}")).send().await.unwrap()).await
-}
-
 /// Daily counts and unique persons of `buy`/`view` events of `persons`, over the UTC dates of `days`.
 fn oracle_daily(events: &[Ev], persons: &BTreeSet<usize>, days: &[chrono::NaiveDate]) -> (Vec<i64>, Vec<i64>) {
     let mut count = vec![0i64; days.len()];
@@ -246,9 +242,9 @@ async fn cohorts_match_the_oracle_filter_and_break_down_trends_and_refresh() {
         assert!(want.len() >= 3 && want.len() < PERSONS, "a cohort that tells something, cohort {id}: {want:?}");
     }
     // The answers count the same members.
-    let (s, v) = get(&app, &p.read_key, &format!("/v1/cohorts/{fixed}")).await;
+    let (s, v) = get(&app, &format!("/v1/cohorts/{fixed}"), &p.read_key).await;
     assert_eq!((s, v["kind"].as_str(), v["members"].as_i64()), (200, Some("static"), Some(3)), "{v}");
-    let (s, v) = get(&app, &p.read_key, "/v1/cohorts").await;
+    let (s, v) = get(&app, "/v1/cohorts", &p.read_key).await;
     assert_eq!(s, 200);
     let kinds: Vec<&str> = v["cohorts"].as_array().unwrap().iter().map(|c| c["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["behavioural", "behavioural", "behavioural", "static"]);
@@ -336,7 +332,7 @@ async fn cohorts_match_the_oracle_filter_and_break_down_trends_and_refresh() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 204);
     assert_eq!(members(&app, p.project_id, pro).await.1, 0);
-    assert_eq!(get(&app, &p.read_key, &format!("/v1/cohorts/{pro}")).await.0, 404);
+    assert_eq!(get(&app, &format!("/v1/cohorts/{pro}"), &p.read_key).await.0, 404);
 }
 
 #[tokio::test]
@@ -371,7 +367,7 @@ async fn definitions_are_validated_and_keys_scoped() {
     assert_eq!(s, 403, "{v}");
     let (s, _) = create(&app, &p.write_key, "x", def_pro()).await;
     assert_eq!(s, 403);
-    let (s, _) = get(&app, &p.write_key, "/v1/cohorts").await;
+    let (s, _) = get(&app, "/v1/cohorts", &p.write_key).await;
     assert_eq!(s, 403);
     // Queries: bad cohort conditions name the field.
     let q = json!({"date_range": "last_7_days", "filters": {"field": "person.cohort", "op": "contains", "value": 1}});
@@ -400,11 +396,11 @@ async fn a_read_key_never_sees_another_projects_cohorts() {
     let in_b = created(&app, &b.admin_key, "Pro B", def_pro()).await;
     assert_eq!(members(&app, b.project_id, in_b).await.0, oracle_pro());
 
-    let (s, v) = get(&app, &a.read_key, "/v1/cohorts").await;
+    let (s, v) = get(&app, "/v1/cohorts", &a.read_key).await;
     assert_eq!(s, 200);
     let ids: Vec<i64> = v["cohorts"].as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, [in_a]);
-    assert_eq!(get(&app, &a.read_key, &format!("/v1/cohorts/{in_b}")).await.0, 404);
+    assert_eq!(get(&app, &format!("/v1/cohorts/{in_b}"), &a.read_key).await.0, 404);
     let res = app
         .http
         .delete(app.url(&format!("/v1/cohorts/{in_b}")))

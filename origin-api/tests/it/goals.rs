@@ -4,23 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{read, TestApp};
-
-const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36";
-
-async fn send(app: &TestApp, write_key: &str, events: &[Value]) {
-    let res = app
-        .http
-        .post(app.url(&format!("/v1/batch?key={write_key}")))
-        .header("content-type", "application/json")
-        .header("user-agent", UA)
-        .body(json!({ "batch": events }).to_string())
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read(res).await;
-    assert_eq!((status, body["rejected"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
-}
+use crate::support::{read, send_browser, TestApp};
 
 async fn call(app: &TestApp, method: reqwest::Method, path: &str, key: &str, body: Option<&Value>) -> (u16, Value) {
     let mut req = app.http.request(method, app.url(path)).header("authorization", format!("Bearer {key}"));
@@ -55,7 +39,7 @@ fn page(ts: &str, anon: &str, path: &str, src: &str) -> Value {
 /// * `d` (seo), day 2: signs up on the pro plan, views `/blog/x/y`;
 /// * a bot signs up on the pro plan on day 1 (left out).
 async fn load(app: &TestApp, write_key: &str) {
-    send(
+    send_browser(
         app,
         write_key,
         &[
@@ -69,7 +53,7 @@ async fn load(app: &TestApp, write_key: &str) {
         ],
     )
     .await;
-    send(
+    send_browser(
         app,
         write_key,
         &[
@@ -243,7 +227,7 @@ async fn goals_of_one_project_are_invisible_to_another() {
     load(&app, &a.write_key).await;
     // B has more of everything, on the same days, with the same anonymous ids.
     load(&app, &b.write_key).await;
-    send(&app, &b.write_key, &[track("signup", "2026-03-02T15:00:00Z", "z", json!({"plan": "pro"}))]).await;
+    send_browser(&app, &b.write_key, &[track("signup", "2026-03-02T15:00:00Z", "z", json!({"plan": "pro"}))]).await;
     let (_, gb) = post(&app, "/v1/goals", &b.admin_key, &json!({"name": "B goal", "event": "signup"})).await;
     let (_, listed) = call(&app, reqwest::Method::GET, "/v1/goals", &a.read_key, None).await;
     assert_eq!(listed["goals"], json!([]));

@@ -4,41 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{read, TestApp};
-
-pub const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36";
-pub const BOT_UA: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
-
-/// Posts events (timestamps kept as sent: no `sent_at`) with a write key and a user agent.
-pub async fn send(app: &TestApp, write_key: &str, events: &[Value], ua: &str) {
-    for chunk in events.chunks(500) {
-        let res = app
-            .http
-            .post(app.url(&format!("/v1/batch?key={write_key}")))
-            .header("content-type", "application/json")
-            .header("user-agent", ua)
-            .body(json!({ "batch": chunk }).to_string())
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = read(res).await;
-        assert_eq!((status, body["rejected"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
-    }
-}
-
-/// POSTs a query with a bearer key.
-pub async fn query(app: &TestApp, path: &str, key: &str, body: &Value) -> (u16, Value) {
-    let res = app
-        .http
-        .post(app.url(path))
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    read(res).await
-}
+use crate::support::{query, read, send, TestApp, BOT_UA, BROWSER_UA};
 
 /// An event at `ts` for `anon` in `session`.
 pub fn ev(name: &str, ts: &str, anon: &str, session: Option<&str>, props: Value) -> Value {

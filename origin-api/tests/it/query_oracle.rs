@@ -16,8 +16,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
 
-use crate::query::{query, send, BOT_UA, BROWSER_UA};
 use crate::support::TestApp;
+use crate::support::{query, send, BOT_UA, BROWSER_UA};
 
 const NAMES: [&str; 3] = ["view", "signup", "buy"];
 const PLANS: [&str; 3] = ["free", "pro", "x'; DROP TABLE events; --"];

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
 
-use crate::query::{query, BOT_UA, BROWSER_UA};
+use crate::support::{query, BOT_UA, BROWSER_UA};
 use crate::support::{read, TestApp};
 
 /// Client addresses (the test origin trusts 127.0.0.1 as a proxy): countries from the mmdb, and

@@ -9,10 +9,7 @@ use nexus_origin::query::paths::{self, PathsQuery};
 use nexus_origin::query::retention::{self, RetentionQuery};
 use serde_json::{json, Value};
 
-use crate::support::{read, TestApp};
-
-const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36";
-const BOT_UA: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+use crate::support::{send, TestApp, BOT_UA, BROWSER_UA};
 
 /// A small deterministic generator (xorshift), so a failure replays.
 struct Rng(u64);
@@ -27,20 +24,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-async fn send(app: &TestApp, ua: &str, events: &[Value]) {
-    let res = app
-        .http
-        .post(app.url(&format!("/v1/batch?key={}", app.project.write_key)))
-        .header("content-type", "application/json")
-        .header("user-agent", ua)
-        .body(json!({ "batch": events }).to_string())
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read(res).await;
-    assert_eq!((status, body["rejected"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
 }
 
 /// An event of anonymous id `anon` (and user `user` when identified) at `minute` minutes after 2026-02-25 UTC.
@@ -100,13 +83,13 @@ async fn load(app: &TestApp, seed: u64) {
         human.swap(i, rng.below(i as u64 + 1) as usize);
     }
     for chunk in human.chunks(40) {
-        send(app, UA, chunk).await;
+        send(app, &app.project.write_key, chunk, BROWSER_UA).await;
     }
     let bot: Vec<Value> = (0..12)
         .map(|i| event("track", names[i % 3], "crawler", None, 7 * 1440 + i as i64 * 60, None))
         .chain((0..4).map(|i| event("page", "", "crawler", None, 8 * 1440 + i * 5, Some("/"))))
         .collect();
-    send(app, BOT_UA, &bot).await;
+    send(app, &app.project.write_key, &bot, BOT_UA).await;
 }
 
 /// Builds the sequences of every day of the data, as the rollup job does, and clears the dirty marks it would
@@ -238,14 +221,27 @@ async fn sequences_answer_exactly_as_raw_events() {
 
         // An identity merge after the build (a third device of u0, and a so far anonymous person identifying):
         // persons are resolved at read time.
-        send(&app, UA, &[event("identify", "identify", "a20", Some("u0"), 9 * 1440, None)]).await;
-        send(&app, UA, &[event("identify", "identify", "a21", Some("u1"), 9 * 1440 + 5, None)]).await;
+        send(
+            &app,
+            &app.project.write_key,
+            &[event("identify", "identify", "a20", Some("u0"), 9 * 1440, None)],
+            BROWSER_UA,
+        )
+        .await;
+        send(
+            &app,
+            &app.project.write_key,
+            &[event("identify", "identify", "a21", Some("u1"), 9 * 1440 + 5, None)],
+            BROWSER_UA,
+        )
+        .await;
         build(&app, [NaiveDate::from_ymd_opt(2026, 3, 6).unwrap()].into_iter()).await;
         let raw = answers(&app, Source::Raw).await;
         assert_same(&raw, &answers(&app, Source::Auto).await, "after a merge");
 
         // A late event for a built day: ingest marks the day dirty, so it is read raw until rebuilt.
-        send(&app, UA, &[event("track", "purchase", "a22", None, 10 * 1440 + 7, None)]).await;
+        send(&app, &app.project.write_key, &[event("track", "purchase", "a22", None, 10 * 1440 + 7, None)], BROWSER_UA)
+            .await;
         let raw = answers(&app, Source::Raw).await;
         assert_same(&raw, &answers(&app, Source::Auto).await, "late event, day dirty");
         build(&app, [NaiveDate::from_ymd_opt(2026, 3, 7).unwrap()].into_iter()).await;

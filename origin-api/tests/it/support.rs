@@ -145,3 +145,47 @@ pub fn event(name: &str) -> Value {
 pub fn batch(events: &[Value]) -> String {
     json!({"sent_at": chrono::Utc::now().to_rfc3339(), "batch": events}).to_string()
 }
+
+/// GETs a path with a bearer key.
+pub async fn get(app: &TestApp, path: &str, key: &str) -> (u16, Value) {
+    read(app.http.get(app.url(path)).header("authorization", format!("Bearer {key}")).send().await.unwrap()).await
+}
+
+pub const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36";
+pub const BOT_UA: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+/// Posts events (timestamps kept as sent: no `sent_at`) with a write key and a user agent.
+pub async fn send(app: &TestApp, write_key: &str, events: &[Value], ua: &str) {
+    for chunk in events.chunks(500) {
+        let res = app
+            .http
+            .post(app.url(&format!("/v1/batch?key={write_key}")))
+            .header("content-type", "application/json")
+            .header("user-agent", ua)
+            .body(json!({ "batch": chunk }).to_string())
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = read(res).await;
+        assert_eq!((status, body["rejected"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
+    }
+}
+
+/// POSTs a query with a bearer key.
+pub async fn query(app: &TestApp, path: &str, key: &str, body: &Value) -> (u16, Value) {
+    let res = app
+        .http
+        .post(app.url(path))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    read(res).await
+}
+
+/// [`send`] with a browser's user agent.
+pub async fn send_browser(app: &TestApp, write_key: &str, events: &[Value]) {
+    send(app, write_key, events, BROWSER_UA).await;
+}
