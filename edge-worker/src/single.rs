@@ -7,7 +7,6 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use protocol::envelope::{EnvelopeError, ParsedBatch};
-use protocol::limits::MAX_BATCH_BYTES;
 use protocol::validate::{parse_timestamp, validate_event, validate_event_json};
 use protocol::EnvelopeCode;
 use serde::Deserialize;
@@ -40,15 +39,7 @@ struct SentAt<'a> {
 /// is not one JSON object is refused whole (`malformed_json`, like a batch that is not
 /// `{"batch": [...]}`); the event itself is judged like a batch's event, at index 0.
 pub fn parse_track(body: &[u8]) -> Result<ParsedBatch, EnvelopeError> {
-    if body.len() > MAX_BATCH_BYTES {
-        return Err(EnvelopeError::new(
-            EnvelopeCode::PayloadTooLarge,
-            format!("body is larger than {MAX_BATCH_BYTES} bytes"),
-        ));
-    }
-    let text = std::str::from_utf8(body).map_err(|e| {
-        EnvelopeError::new(EnvelopeCode::InvalidUtf8, format!("body is not utf-8 (at byte {})", e.valid_up_to()))
-    })?;
+    let text = protocol::envelope::body_text(body)?;
     let not_an_event = || EnvelopeError::new(EnvelopeCode::MalformedJson, "body is not one event object {...}");
     // RawValue checks the syntax of the whole text (trailing garbage included) without building
     // a tree; the depth of what is inside is the validator's business, as in a batch.
@@ -132,6 +123,7 @@ fn url_path(url: &str) -> Option<&str> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use protocol::limits::MAX_BATCH_BYTES;
     use protocol::RejectCode;
 
     const ID: &str = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";

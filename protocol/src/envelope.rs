@@ -155,17 +155,23 @@ pub fn rejected(index: usize, rej: Rejection) -> Rejected {
     Rejected { index, code: rej.code, field: rej.field.map(str::to_owned) }
 }
 
-/// Parses a decoded body (at most [`MAX_BATCH_BYTES`]) into a batch and validates every event.
-pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, EnvelopeError> {
+/// A decoded body as text: within the batch size limit and valid UTF-8 (every ingest route's
+/// first check of what it was sent).
+pub fn body_text(body: &[u8]) -> Result<&str, EnvelopeError> {
     if body.len() > MAX_BATCH_BYTES {
         return Err(EnvelopeError::new(
             EnvelopeCode::PayloadTooLarge,
             format!("body is larger than {MAX_BATCH_BYTES} bytes"),
         ));
     }
-    let text = std::str::from_utf8(body).map_err(|e| {
+    std::str::from_utf8(body).map_err(|e| {
         EnvelopeError::new(EnvelopeCode::InvalidUtf8, format!("body is not utf-8 (at byte {})", e.valid_up_to()))
-    })?;
+    })
+}
+
+/// Parses a decoded body (at most [`MAX_BATCH_BYTES`]) into a batch and validates every event.
+pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, EnvelopeError> {
+    let text = body_text(body)?;
     let raw: RawBatch<'_> = serde_json::from_str(text).map_err(|e| {
         EnvelopeError::new(
             EnvelopeCode::MalformedJson,
