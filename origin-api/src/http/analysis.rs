@@ -5,29 +5,22 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use protocol::codes::EnvelopeCode;
-use protocol::envelope::EnvelopeError;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
-use super::auth::authorize_read;
 use super::{AppError, AppState};
 use crate::query::funnel::{self, FunnelQuery, FunnelResponse};
 use crate::query::lifecycle::{self, ActivityQuery, LifecycleResponse, StickinessResponse};
-use crate::query::model::{parse_query, Common};
+use crate::query::model::Common;
 use crate::query::paths::{self, PathsQuery, PathsResponse};
 use crate::query::retention::{self, RetentionQuery, RetentionResponse};
 
-/// Authenticates, then parses the body; the project comes from the key alone.
+/// [`super::query::prepare`], keeping the project id of the key.
 async fn prepare<K: DeserializeOwned>(
     state: &AppState,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(i64, Common, K), AppError> {
-    let key = authorize_read(state, headers).await?;
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| EnvelopeError::new(EnvelopeCode::MalformedJson, format!("the query is not valid json: {e}")))?;
-    let (common, kind) = parse_query::<K>(value, &key.timezone, chrono::Utc::now())?;
+    let (key, common, kind) = super::query::prepare(state, headers, body).await?;
     Ok((key.project_id, common, kind))
 }
 

@@ -46,8 +46,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Cohort>), AppError> {
     let key = authorize_admin(&state, &headers).await?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| EnvelopeError::new(EnvelopeCode::MalformedJson, format!("the cohort is not valid json: {e}")))?;
+    let value = super::json_body(&body)?;
     let obj = value.as_object().ok_or_else(|| QueryError::invalid("", "the cohort is a json object"))?;
     if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "name" | "definition")) {
         return Err(

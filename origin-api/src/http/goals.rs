@@ -8,17 +8,10 @@ use axum::Json;
 use protocol::codes::EnvelopeCode;
 use protocol::envelope::EnvelopeError;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::auth::{authorize_admin, authorize_read};
 use super::{AppError, AppState};
 use crate::query::goals::{self, GoalsQuery, GoalsResponse, SavedGoal};
-use crate::query::model::parse_query;
-
-fn json_body(body: &Bytes) -> Result<Value, AppError> {
-    serde_json::from_slice(body)
-        .map_err(|e| EnvelopeError::new(EnvelopeCode::MalformedJson, format!("the body is not valid json: {e}")).into())
-}
 
 /// `POST /v1/goals`: saves a goal, answers it with its id (201).
 pub async fn create(
@@ -27,7 +20,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<SavedGoal>), AppError> {
     let key = authorize_admin(&state, &headers).await?;
-    let body = json_body(&body)?;
+    let body = super::json_body(&body)?;
     Ok((StatusCode::CREATED, Json(goals::create(&state.pool, key.project_id, &body).await?)))
 }
 
@@ -68,9 +61,6 @@ pub async fn query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<GoalsResponse>, AppError> {
-    let key = authorize_read(&state, &headers).await?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| EnvelopeError::new(EnvelopeCode::MalformedJson, format!("the query is not valid json: {e}")))?;
-    let (common, q) = parse_query::<GoalsQuery>(value, &key.timezone, chrono::Utc::now())?;
+    let (key, common, q) = super::query::prepare::<GoalsQuery>(&state, &headers, &body).await?;
     Ok(Json(goals::run(&state.pool, key.project_id, &common, &q).await?))
 }

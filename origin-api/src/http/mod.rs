@@ -154,6 +154,12 @@ impl IntoResponse for AppError {
     }
 }
 
+/// A JSON request body (queries, goals, cohorts), or 400 `malformed_json`.
+pub(crate) fn json_body(body: &[u8]) -> Result<serde_json::Value, AppError> {
+    serde_json::from_slice(body)
+        .map_err(|e| EnvelopeError::new(EnvelopeCode::MalformedJson, format!("the body is not valid json: {e}")).into())
+}
+
 /// A header as text, when present and readable.
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())

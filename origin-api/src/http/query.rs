@@ -7,7 +7,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use protocol::codes::EnvelopeCode;
-use protocol::envelope::EnvelopeError;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -18,16 +17,15 @@ use crate::query::trends::{self, TopQuery, TopResponse, TrendsQuery, TrendsRespo
 use crate::store::projects::ResolvedKey;
 
 /// Authenticates, then parses the body into the common part and the kind's part. The project
-/// comes from the key alone: nothing in the body can name another project.
-async fn prepare<K: DeserializeOwned>(
+/// comes from the key alone: nothing in the body can name another project. Every query route
+/// (trends, top, the analyses, goals) starts with it.
+pub(super) async fn prepare<K: DeserializeOwned>(
     state: &AppState,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(ResolvedKey, Common, K), AppError> {
     let key = authorize_read(state, headers).await?;
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| EnvelopeError::new(EnvelopeCode::MalformedJson, format!("the query is not valid json: {e}")))?;
-    let (common, kind) = parse_query::<K>(value, &key.timezone, chrono::Utc::now())?;
+    let (common, kind) = parse_query::<K>(super::json_body(body)?, &key.timezone, chrono::Utc::now())?;
     Ok((key, common, kind))
 }
 
