@@ -17,8 +17,8 @@ use super::StoreError;
 use crate::ingest::enrich::Derived;
 use crate::query::time::{day_start, local_date};
 
-/// Dirty UTC days taken per job transaction: small, so the marks it holds (which a concurrent
-/// ingest re-marking the same day waits for) are released quickly.
+/// Dirty UTC days taken per job transaction: small, so each transaction (and the advisory locks
+/// of the local days it rebuilds) is short; ingest never waits on it, as marks are appended.
 pub const CHUNK: i64 = 4;
 
 /// Appends marks (a log, V13): no row is shared between writers, so marking never waits.
