@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Timed runs per query (the median is printed), after one warm-up.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Keep the cluster in this directory and reuse the data set loaded there by an earlier run
+    /// of the same size and seed (times the read side without loading again).
+    #[arg(long)]
+    pub keep: Option<std::path::PathBuf>,
 }
 
 fn bench(ctx: &Ctx, extra: Vec<String>) -> Result<()> {
@@ -80,8 +84,12 @@ pub fn load_synthetic(ctx: &Ctx, a: &LoadArgs) -> Result<()> {
 
 /// Loads synthetic events, then times each dashboard query against its plain-SQL baseline.
 pub fn bench_query(ctx: &Ctx, a: &BenchArgs) -> Result<()> {
-    let extra = ["--events", &a.events.to_string(), "--seed", &a.seed.to_string(), "--runs", &a.runs.to_string()]
+    let mut extra = ["--events", &a.events.to_string(), "--seed", &a.seed.to_string(), "--runs", &a.runs.to_string()]
         .map(str::to_owned)
         .to_vec();
+    if let Some(keep) = &a.keep {
+        // The bench runs in the crate's directory: a relative path means the workspace's.
+        extra.extend(["--keep".to_owned(), ctx.root.join(keep).display().to_string()]);
+    }
     bench(ctx, extra)
 }

@@ -10,5 +10,6 @@ pub mod model;
 pub mod paths;
 pub mod retention;
 pub mod rollup;
+pub mod sets;
 pub mod time;
 pub mod trends;

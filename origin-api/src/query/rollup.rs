@@ -53,11 +53,7 @@ impl Table {
 /// Which rollup table can answer the event metrics of a query, if any. `dimension` is the field
 /// a `top` query ranks (trends pass their breakdown through `common`).
 pub fn table_for(common: &Common, metrics: &[Metric], dimension: Option<&Field>) -> Option<Table> {
-    let whole_days = |r: &Range| r.days.is_some();
-    if !whole_days(&common.range) || !common.previous.as_ref().is_none_or(whole_days) {
-        return None;
-    }
-    if !matches!(common.interval, Interval::Day | Interval::Week | Interval::Month) {
+    if !whole_days(common) {
         return None;
     }
     let events: Vec<&Metric> = metrics.iter().filter(|m| m.scope() == super::filter::Scope::Events).collect();
@@ -69,6 +65,15 @@ pub fn table_for(common: &Common, metrics: &[Metric], dimension: Option<&Field>)
     fields.extend(common.breakdown.as_ref().map(|b| &b.field));
     fields.extend(dimension);
     fields.iter().all(|f| matches!(f, Field::Event(col, _) if table.dims().contains(col))).then_some(table)
+}
+
+/// Whether a query's periods are whole local days and its buckets days, weeks or months: what
+/// every daily rollup needs.
+pub fn whole_days(common: &Common) -> bool {
+    let whole = |r: &Range| r.days.is_some();
+    whole(&common.range)
+        && common.previous.as_ref().is_none_or(whole)
+        && matches!(common.interval, Interval::Day | Interval::Week | Interval::Month)
 }
 
 /// How one query reads the rollups: the table, the zone, and the local days that must be read

@@ -322,6 +322,89 @@ struct Cell {
     values: Vec<Option<Value>>,
 }
 
+impl From<super::sets::SetCell> for Cell {
+    fn from(c: super::sets::SetCell) -> Cell {
+        Cell {
+            bucket: c.bucket,
+            key: SeriesKey { value: c.value, other: c.other },
+            values: c.values.into_iter().map(Some).collect(),
+        }
+    }
+}
+
+/// The read transaction of a trends or top query, with its rollup plan, and, when the rollup
+/// sets answer it, their shape and the person mapping as of the transaction's snapshot.
+struct SetsRead<'c> {
+    tx: deadpool_postgres::Transaction<'c>,
+    plan: Option<Plan>,
+    shape: Option<super::sets::Shape>,
+    map: Option<std::sync::Arc<crate::store::idmap::IdMap>>,
+}
+
+/// What [`super::sets::cells`] needs besides the period.
+#[derive(Clone, Copy)]
+struct Sets<'a> {
+    plan: &'a Plan,
+    shape: &'a super::sets::Shape,
+    map: Option<&'a crate::store::idmap::IdMap>,
+}
+
+impl Sets<'_> {
+    async fn cells(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        project_id: i64,
+        range: &Range,
+        starts: Option<&[DateTime<Utc>]>,
+        metrics: &[Metric],
+        top: Option<&[Option<String>]>,
+    ) -> Result<Vec<super::sets::SetCell>, QueryError> {
+        super::sets::cells(tx, project_id, self.plan, self.shape, range, starts, metrics, top, self.map).await
+    }
+}
+
+impl<'c> SetsRead<'c> {
+    /// Starts the read transaction. With unique persons from the sets, the project's mapping copy
+    /// is locked before the snapshot is taken and brought to it (`store::idmap`).
+    async fn begin(
+        client: &'c mut deadpool_postgres::Client,
+        project_id: i64,
+        common: &Common,
+        table: Option<super::rollup::Table>,
+        shape: Option<&super::sets::Shape>,
+        metrics: &[Metric],
+    ) -> Result<SetsRead<'c>, QueryError> {
+        let slot = match shape {
+            Some(_) if super::sets::Shape::needs_persons(metrics) => {
+                Some(crate::store::idmap::copy_of(client, project_id).await?)
+            }
+            _ => None,
+        };
+        let mut guard = match &slot {
+            Some(s) => Some(s.lock().await),
+            None => None,
+        };
+        let tx = begin_read(client).await?;
+        // The plan (dirty days, zone) serves the sets too; its table only the SQL path.
+        let plan = match table.or(shape.map(|_| super::rollup::Table::Counts)) {
+            Some(t) => super::rollup::plan(&tx, project_id, common, t).await?,
+            None => None,
+        };
+        let map = match (guard.as_mut(), &plan) {
+            (Some(g), Some(_)) => Some(crate::store::idmap::refresh(&tx, project_id, g).await?),
+            _ => None,
+        };
+        drop(guard);
+        let shape = shape.filter(|_| plan.is_some()).cloned();
+        Ok(SetsRead { tx, plan, shape, map })
+    }
+
+    /// The sets, when they answer this query.
+    fn sets(&self) -> Option<Sets<'_>> {
+        Some(Sets { plan: self.plan.as_ref()?, shape: self.shape.as_ref()?, map: self.map.as_deref() })
+    }
+}
+
 /// The breakdown of one statement: the field, the top values to keep apart (`None`: keep every
 /// value apart, to rank them), and the JSON path to blame for a field the scope cannot read.
 #[derive(Clone, Copy)]
@@ -609,33 +692,54 @@ pub async fn trends(
             ));
         }
     }
-    let table = if q.use_rollups.unwrap_or(true) { super::rollup::table_for(common, &metrics, None) } else { None };
+    let rollups = q.use_rollups.unwrap_or(true);
+    let table = if rollups { super::rollup::table_for(common, &metrics, None) } else { None };
+    let shape = if rollups { super::sets::fit(common, &metrics, None) } else { None };
     let mut client = pool.get().await?;
-    let tx = begin_read(&mut client).await?;
-    let plan = match table {
-        Some(t) => super::rollup::plan(&tx, project_id, common, t).await?,
-        None => None,
-    };
-    let plan = plan.as_ref();
+    let read = SetsRead::begin(&mut client, project_id, common, table, shape.as_ref(), &metrics).await?;
+    let (tx, plan) = (&read.tx, read.plan.as_ref());
+    let sets = read.sets();
     let top = match &common.breakdown {
-        Some(bd) => {
-            let split = Split { breakdown: bd, top: None, path: "breakdown.field" };
-            Some(top_values(&tx, project_id, common, &common.range, &metrics[0], split, plan).await?)
-        }
+        Some(bd) => Some(match sets {
+            Some(sets) => {
+                let all = sets.cells(tx, project_id, &common.range, None, &metrics[..1], None).await?;
+                super::sets::rank(&all, bd.limit)
+            }
+            None => {
+                let split = Split { breakdown: bd, top: None, path: "breakdown.field" };
+                top_values(tx, project_id, common, &common.range, &metrics[0], split, plan).await?
+            }
+        }),
         None => None,
     };
     let split =
         common.breakdown.as_ref().map(|bd| Split { breakdown: bd, top: top.as_deref(), path: "breakdown.field" });
     let starts: Vec<DateTime<Utc>> = buckets.iter().map(|b| b.start).collect();
-    let current = period_cells(&tx, project_id, common, &common.range, Some(&starts), &metrics, split, plan).await?;
+    let current = match sets {
+        Some(sets) => sets
+            .cells(tx, project_id, &common.range, Some(&starts), &metrics, top.as_deref())
+            .await?
+            .into_iter()
+            .map(Cell::from)
+            .collect(),
+        None => period_cells(tx, project_id, common, &common.range, Some(&starts), &metrics, split, plan).await?,
+    };
     let before = match &previous {
         Some((range, pb)) => {
             let starts: Vec<DateTime<Utc>> = pb.iter().map(|b| b.start).collect();
-            Some(period_cells(&tx, project_id, common, range, Some(&starts), &metrics, split, plan).await?)
+            Some(match sets {
+                Some(sets) => sets
+                    .cells(tx, project_id, range, Some(&starts), &metrics, top.as_deref())
+                    .await?
+                    .into_iter()
+                    .map(Cell::from)
+                    .collect(),
+                None => period_cells(tx, project_id, common, range, Some(&starts), &metrics, split, plan).await?,
+            })
         }
         None => None,
     };
-    tx.commit().await?;
+    read.tx.commit().await?;
     let all: Vec<&[Cell]> = std::iter::once(current.as_slice()).chain(before.as_deref()).collect();
     let keys = group_keys(top.as_deref(), &all);
     let with_bd = common.breakdown.is_some();
@@ -675,21 +779,35 @@ pub async fn top(pool: &Pool, project_id: i64, common: &Common, q: &TopQuery) ->
     }
     let default = if field.is_session() { vec![Metric::Visits] } else { vec![Metric::UniquePersons, Metric::Count] };
     let metrics = parse_metrics(q.metrics.as_ref(), default)?;
-    let table =
-        if q.use_rollups.unwrap_or(true) { super::rollup::table_for(common, &metrics, Some(&field)) } else { None };
+    let rollups = q.use_rollups.unwrap_or(true);
+    let table = if rollups { super::rollup::table_for(common, &metrics, Some(&field)) } else { None };
+    let shape = if rollups { super::sets::fit(common, &metrics, Some(&field)) } else { None };
     let bd = Breakdown { field, limit };
     let mut client = pool.get().await?;
-    let tx = begin_read(&mut client).await?;
-    let plan = match table {
-        Some(t) => super::rollup::plan(&tx, project_id, common, t).await?,
-        None => None,
+    let read = SetsRead::begin(&mut client, project_id, common, table, shape.as_ref(), &metrics).await?;
+    let (tx, plan) = (&read.tx, read.plan.as_ref());
+    let (top, cells) = match read.sets() {
+        Some(sets) => {
+            // Every value apart once, then the top ones kept and the rest summed up as "other"
+            // (its unique persons are those of the union, so it is counted again, not summed).
+            let all = sets.cells(tx, project_id, &common.range, None, &metrics, None).await?;
+            let top = super::sets::rank(&all, limit);
+            let cells = if all.len() > top.len() {
+                sets.cells(tx, project_id, &common.range, None, &metrics, Some(&top)).await?
+            } else {
+                all
+            };
+            (top, cells.into_iter().map(Cell::from).collect())
+        }
+        None => {
+            let ranking = Split { breakdown: &bd, top: None, path: "dimension" };
+            let top = top_values(tx, project_id, common, &common.range, &metrics[0], ranking, plan).await?;
+            let split = Split { breakdown: &bd, top: Some(&top), path: "dimension" };
+            let cells = period_cells(tx, project_id, common, &common.range, None, &metrics, Some(split), plan).await?;
+            (top, cells)
+        }
     };
-    let plan = plan.as_ref();
-    let ranking = Split { breakdown: &bd, top: None, path: "dimension" };
-    let top = top_values(&tx, project_id, common, &common.range, &metrics[0], ranking, plan).await?;
-    let split = Split { breakdown: &bd, top: Some(&top), path: "dimension" };
-    let cells = period_cells(&tx, project_id, common, &common.range, None, &metrics, Some(split), plan).await?;
-    tx.commit().await?;
+    read.tx.commit().await?;
     let keys = group_keys(Some(&top), &[&cells]);
     let mut rows = Vec::new();
     let mut other = None;

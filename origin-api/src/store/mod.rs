@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod cohorts;
 pub mod embedded;
 pub mod events;
+pub mod idmap;
 pub mod persons;
 pub mod projects;
 pub mod rollups;
@@ -39,6 +40,9 @@ pub enum StoreError {
     /// The write of a group of requests failed (every request of the group gets it).
     #[error(transparent)]
     Group(std::sync::Arc<StoreError>),
+    /// Stored data could not be decoded (a rollup set, say).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
     /// The ingest writer is not running (the process is stopping).
     #[error("the ingest writer stopped")]
     WriterGone,

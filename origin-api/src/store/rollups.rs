@@ -113,6 +113,82 @@ async fn recompute_day(
         &[&project_id, &day, &from, &to],
     )
     .await?;
+    recompute_sets(tx, project_id, day, (from, to)).await?;
+    Ok(())
+}
+
+/// The event columns the rollup sets keep, one dimension at a time (V15).
+pub const SET_DIMS: &[&str] =
+    &["path", "country", "channel", "device_type", "browser", "os", "utm_source", "referrer_domain"];
+
+/// One rollup-set row being built: events and distinct-id numbers.
+type SetRows = ahash::AHashMap<(String, &'static str, Option<String>), (i64, roaring::RoaringBitmap)>;
+
+/// Adds `events` events of distinct-id number `num` to every row they belong to: each selector
+/// (every event, the event's type, its name) with no dimension and with each of [`SET_DIMS`].
+fn add_to_sets(rows: &mut SetRows, num: u32, name: &str, event_type: &str, dims: &[Option<String>], events: i64) {
+    for sel in [String::new(), format!("t:{event_type}"), format!("n:{name}")] {
+        let keys = std::iter::once(("", None)).chain(SET_DIMS.iter().copied().zip(dims.iter().cloned()));
+        for (dim, value) in keys {
+            let row = rows.entry((sel.clone(), dim, value)).or_default();
+            row.0 += events;
+            row.1.insert(num);
+        }
+    }
+}
+
+/// Rebuilds the rollup sets of one local day (`[from, to)`), bots left out; the distinct ids
+/// of the day are numbered first.
+async fn recompute_sets(
+    tx: &deadpool_postgres::Transaction<'_>,
+    project_id: i64,
+    day: NaiveDate,
+    bounds: (DateTime<Utc>, DateTime<Utc>),
+) -> Result<(), StoreError> {
+    super::sequences::lock_numbers(tx, project_id).await?;
+    let of_day = "FROM events e WHERE e.project_id = $1 AND e.timestamp >= $2 AND e.timestamp < $3";
+    super::sequences::number(tx, project_id, None, &format!("SELECT DISTINCT e.distinct_id {of_day}"), bounds).await?;
+    tx.execute("DELETE FROM rollup_daily_sets WHERE project_id = $1 AND day = $2", &[&project_id, &day]).await?;
+    let dims: String = SET_DIMS.iter().map(|d| format!(", e.{d}")).collect();
+    let source = tx
+        .query(
+            &format!(
+                "SELECT d.num, e.name, e.event_type{dims}, count(*) FROM events e                  JOIN sequence_distinct_ids d ON d.project_id = e.project_id AND d.distinct_id = e.distinct_id                  WHERE e.project_id = $1 AND e.timestamp >= $2 AND e.timestamp < $3 AND NOT e.is_bot                  GROUP BY d.num, e.name, e.event_type{dims}"
+            ),
+            &[&project_id, &bounds.0, &bounds.1],
+        )
+        .await?;
+    let mut rows = SetRows::default();
+    for r in &source {
+        let num: i32 = r.try_get(0)?;
+        let dims: Vec<Option<String>> = (0..SET_DIMS.len()).map(|i| r.try_get(3 + i)).collect::<Result<_, _>>()?;
+        let events: i64 = r.try_get(3 + SET_DIMS.len())?;
+        add_to_sets(&mut rows, u32::try_from(num).unwrap_or(0), r.try_get(1)?, r.try_get(2)?, &dims, events);
+    }
+    let n = rows.len();
+    let (mut sels, mut dim_names, mut values, mut counts, mut sets) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for ((sel, dim, value), (events, set)) in rows {
+        let mut bytes = Vec::with_capacity(set.serialized_size());
+        // Writing into a Vec cannot fail.
+        let _ = set.serialize_into(&mut bytes);
+        sels.push(sel);
+        dim_names.push(dim);
+        values.push(value);
+        counts.push(events);
+        sets.push(bytes);
+    }
+    tx.execute(
+        "INSERT INTO rollup_daily_sets (project_id, day, sel, dim, value, events, dids)
+         SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::text[], $6::int8[], $7::bytea[])",
+        &[&project_id, &day, &sels, &dim_names, &values, &counts, &sets],
+    )
+    .await?;
     Ok(())
 }
 

@@ -23,7 +23,7 @@ fn day_start(day: NaiveDate) -> DateTime<Utc> {
 
 /// Numbers the values `select` yields (one text column, `$1` the project, `$2`/`$3` the day bounds) that have
 /// no number yet, in table `table` (distinct ids) or `sequence_values` of `kind`.
-async fn number(
+pub(super) async fn number(
     tx: &deadpool_postgres::Transaction<'_>,
     project_id: i64,
     kind: Option<&str>,
@@ -52,6 +52,18 @@ async fn number(
     Ok(())
 }
 
+/// Numbers are handed out as max + 1: two numberings of one project (two replicas, or the
+/// rollup sets and the sequences) must take turns. Held to commit, so numbers become visible in
+/// the order they were handed out (the in-memory mapping relies on it: `store::idmap`).
+pub(super) async fn lock_numbers(tx: &deadpool_postgres::Transaction<'_>, project_id: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('nexus_sequences:' || $1::int8::text, 0))",
+        &[&project_id],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Rebuilds the sequences of `utc_day` of a project from the raw events (called by the rollup
 /// job for every dirty day, inside its transaction).
 pub async fn rebuild_day(
@@ -60,12 +72,7 @@ pub async fn rebuild_day(
     utc_day: NaiveDate,
 ) -> Result<(), StoreError> {
     let bounds = (day_start(utc_day), day_start(utc_day + chrono::Days::new(1)));
-    // Numbers are handed out as max + 1: two rebuilds of one project (two replicas) must take turns.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('nexus_sequences:' || $1::int8::text, 0))",
-        &[&project_id],
-    )
-    .await?;
+    lock_numbers(tx, project_id).await?;
     let day = "FROM events e WHERE e.project_id = $1 AND e.timestamp >= $2 AND e.timestamp < $3";
     number(tx, project_id, None, &format!("SELECT DISTINCT e.distinct_id {day}"), bounds).await?;
     number(tx, project_id, Some("n"), &format!("SELECT DISTINCT e.name {day}"), bounds).await?;

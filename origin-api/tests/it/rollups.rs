@@ -122,6 +122,25 @@ fn queries() -> Vec<(&'static str, Value)> {
         ),
         ("top", json!({"date_range": range, "dimension": "event.name", "metrics": ["count"], "include_bots": true})),
         ("top", json!({"date_range": range, "dimension": "event.path"})),
+        // The rollup sets' shapes: one event selector, at most one dimension.
+        (
+            "top",
+            json!({"date_range": range, "dimension": "event.path", "limit": 2,
+                   "filters": {"field": "event.type", "op": "eq", "value": "page"}}),
+        ),
+        (
+            "trends",
+            json!({"date_range": {"from": "2026-10-25", "to": "2026-10-29"}, "interval": "week",
+                   "metrics": ["unique_persons", "count"], "compare": "previous_period",
+                   "filters": {"field": "event.name", "op": "eq", "value": "signup"}}),
+        ),
+        (
+            "trends",
+            json!({"date_range": range, "metrics": ["count", "unique_persons"],
+                   "breakdown": {"field": "event.path", "limit": 1},
+                   "filters": {"field": "event.type", "op": "eq", "value": "page"}}),
+        ),
+        ("top", json!({"date_range": range, "dimension": "event.country", "metrics": ["unique_persons"], "limit": 1})),
     ]
 }
 
@@ -247,6 +266,29 @@ async fn queries_really_read_the_rollups_and_dirty_days_raw() {
     assert_same(&app, &p, "clean").await;
     // Tamper with one day's rollup rows: the rollup path shows it, the raw path does not.
     let client = app.pool.get().await.unwrap();
+    // First the sets alone: the queries of their shape (one selector, one dimension at most)
+    // read them, with counts and with unique persons.
+    client
+        .execute(
+            "UPDATE rollup_daily_sets SET events = events + 1000 WHERE project_id = $1 AND day = '2026-10-23'",
+            &[&p.project_id],
+        )
+        .await
+        .unwrap();
+    let d = differences(&app, &p).await;
+    assert!(d.len() >= 6, "the tampered sets show through the rollup path: {d:?}");
+    client
+        .execute(
+            "UPDATE rollup_daily_sets SET events = events - 1000, dids = $2 WHERE project_id = $1 AND day = '2026-10-23'",
+            &[&p.project_id, &vec![0x3au8, 0x30, 0, 0, 0, 0, 0, 0]],
+        )
+        .await
+        .unwrap();
+    let d = differences(&app, &p).await;
+    assert!(
+        d.iter().filter(|x| x.contains("unique_persons")).count() >= 4,
+        "emptied sets show in the unique persons: {d:?}"
+    );
     client
         .execute(
             "UPDATE rollup_daily_counts SET events = events + 1000 WHERE project_id = $1 AND day = '2026-10-23'",
@@ -300,6 +342,10 @@ async fn concurrent_job_runs_never_double_count() {
             let sql = format!("SELECT coalesce(sum(events), 0)::int8 FROM {table} WHERE project_id = $1");
             assert_eq!(one(&app, &sql, p.project_id).await, stored, "round {round}: {table}");
         }
+        // The sets leave bots out.
+        let humans = one(&app, "SELECT count(*) FROM events WHERE project_id = $1 AND NOT is_bot", p.project_id).await;
+        let sql = "SELECT coalesce(sum(events), 0)::int8 FROM rollup_daily_sets WHERE project_id = $1 AND sel = '' AND dim = ''";
+        assert_eq!(one(&app, sql, p.project_id).await, humans, "round {round}: rollup_daily_sets");
     }
     assert_same(&app, &p, "after concurrent runs").await;
 }

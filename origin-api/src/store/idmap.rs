@@ -1,0 +1,188 @@
+//! The distinct id -> person mapping of a project held in memory, indexed by distinct-id number
+//! (`sequence_distinct_ids.num`), and brought to each query's snapshot exactly.
+//!
+//! Why in memory: counting unique persons from the rollup sets maps every distinct-id number of
+//! a month of days to its person; reading the mapping from PostgreSQL per query (a join of every
+//! distinct id of the project) cost more than the rest of the query. The copy is loaded once per
+//! process and then moved forward by deltas:
+//!
+//! * numbers are handed out as max + 1 under a per-project advisory lock held to commit, so the
+//!   numbers a later snapshot sees beyond the copy's are exactly those `> max`;
+//! * every change of `person_distinct_ids` is logged with its transaction (`person_map_log`,
+//!   V15), so the changes a later snapshot sees and the copy's did not are exactly the log rows
+//!   whose transaction the copy's snapshot did not see (`pg_visible_in_snapshot`).
+//!
+//! Refreshes of one copy are serialised, each in a snapshot taken after the previous one's, so
+//! a copy only moves forward; a query keeps the `Arc` of the state its own snapshot produced.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use ahash::AHashMap;
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// No person: a number that is not (or not yet) a distinct id's.
+pub const NONE: u32 = u32::MAX;
+
+/// The mapping as of one snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct IdMap {
+    /// Person number of each distinct-id number (index), [`NONE`] for unused numbers.
+    person_of: Vec<u32>,
+    /// Person numbers of the persons met.
+    persons: AHashMap<Uuid, u32>,
+    /// Person numbers handed out (an unmapped distinct id is a person of its own).
+    n_persons: u32,
+    /// Per person number: true for a person id's, false for an unmapped distinct id's own.
+    is_person: Vec<bool>,
+    /// Highest distinct-id number loaded.
+    max_num: i32,
+    /// The snapshot (`pg_snapshot` text) this state is exact for.
+    snapshot: String,
+}
+
+impl IdMap {
+    /// The person number of distinct-id number `num` ([`NONE`] when unknown).
+    pub fn person_of(&self, num: u32) -> u32 {
+        self.person_of.get(num as usize).copied().unwrap_or(NONE)
+    }
+
+    /// The person number of a person id, if the copy has met it.
+    pub fn person(&self, id: &Uuid) -> Option<u32> {
+        self.persons.get(id).copied()
+    }
+
+    /// Person numbers handed out: every number is below this.
+    pub fn n_persons(&self) -> u32 {
+        self.n_persons
+    }
+
+    fn set(&mut self, num: i32, person: Option<Uuid>) {
+        let Ok(i) = usize::try_from(num) else { return };
+        if self.person_of.len() <= i {
+            self.person_of.resize(i + 1, NONE);
+        }
+        let p = match person {
+            Some(id) => match self.persons.get(&id) {
+                Some(&p) => p,
+                None => {
+                    let p = self.new_person(true);
+                    self.persons.insert(id, p);
+                    p
+                }
+            },
+            // Its own person: keep the number it had while unmapped, else a new one.
+            None => match self.person_of[i] {
+                p if p != NONE && !self.is_person[p as usize] => p,
+                _ => self.new_person(false),
+            },
+        };
+        self.person_of[i] = p;
+        self.max_num = self.max_num.max(num);
+    }
+
+    fn new_person(&mut self, is_person: bool) -> u32 {
+        let p = self.n_persons;
+        self.n_persons += 1;
+        self.is_person.push(is_person);
+        p
+    }
+
+    fn apply(&mut self, rows: &[tokio_postgres::Row]) -> Result<(), StoreError> {
+        for r in rows {
+            self.set(r.try_get(0)?, r.try_get(1)?);
+        }
+        Ok(())
+    }
+}
+
+/// One copy per (database, project).
+type Copies = Mutex<HashMap<(Uuid, i64), Arc<tokio::sync::Mutex<Option<Arc<IdMap>>>>>>;
+static COPIES: LazyLock<Copies> = LazyLock::new(Copies::default);
+
+/// The copy of a project's mapping in the database `client` talks to: lock it, then start the
+/// query's transaction, then [`refresh`] it in that transaction (see the module doc for why the
+/// order matters).
+pub async fn copy_of(
+    client: &deadpool_postgres::Client,
+    project_id: i64,
+) -> Result<Arc<tokio::sync::Mutex<Option<Arc<IdMap>>>>, StoreError> {
+    let instance: Uuid = client.query_one("SELECT id FROM nexus_instance", &[]).await?.try_get(0)?;
+    let mut copies = COPIES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok(copies.entry((instance, project_id)).or_default().clone())
+}
+
+const BY_NUM: &str = "SELECT s.num, pd.person_id FROM sequence_distinct_ids s \
+     LEFT JOIN person_distinct_ids pd ON pd.project_id = s.project_id AND pd.distinct_id = s.distinct_id \
+     WHERE s.project_id = $1";
+
+/// Brings `slot` to the snapshot of `tx` (REPEATABLE READ, its snapshot taken while `slot` is
+/// locked) and returns that state.
+pub async fn refresh(
+    tx: &deadpool_postgres::Transaction<'_>,
+    project_id: i64,
+    slot: &mut Option<Arc<IdMap>>,
+) -> Result<Arc<IdMap>, StoreError> {
+    let snapshot: String = tx.query_one("SELECT pg_current_snapshot()::text", &[]).await?.try_get(0)?;
+    match slot {
+        None => {
+            let rows = tx.query(BY_NUM, &[&project_id]).await?;
+            let mut map = IdMap { snapshot, ..IdMap::default() };
+            map.apply(&rows)?;
+            *slot = Some(Arc::new(map));
+        }
+        Some(current) if current.snapshot != snapshot => {
+            let added_sql = format!("{BY_NUM} AND s.num > $2");
+            let changed_sql = format!(
+                "{BY_NUM} AND s.distinct_id IN (SELECT l.distinct_id FROM person_map_log l \
+                 WHERE l.project_id = $1 AND l.txid >= pg_snapshot_xmin($2::text::pg_snapshot) \
+                 AND NOT pg_visible_in_snapshot(l.txid, $2::text::pg_snapshot))"
+            );
+            let added_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&project_id, &current.max_num];
+            let changed_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&project_id, &current.snapshot];
+            let (added, changed) =
+                tokio::try_join!(tx.query(&added_sql, &added_params), tx.query(&changed_sql, &changed_params))?;
+            let map = Arc::make_mut(current);
+            map.apply(&added)?;
+            map.apply(&changed)?;
+            map.snapshot = snapshot;
+        }
+        Some(_) => {}
+    }
+    Ok(slot.clone().unwrap_or_default())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_persons_and_moves_ids_between_them() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut m = IdMap::default();
+        m.set(1, None);
+        m.set(2, Some(a));
+        m.set(3, Some(a));
+        m.set(5, None);
+        assert_eq!(m.person_of(2), m.person_of(3));
+        assert_ne!(m.person_of(1), m.person_of(2));
+        assert_ne!(m.person_of(1), m.person_of(5));
+        assert_eq!(m.person_of(4), NONE);
+        assert_eq!(m.person_of(99), NONE);
+        // An unmapped id joins a person, then the person is merged into another.
+        m.set(1, Some(a));
+        assert_eq!(m.person_of(1), m.person_of(2));
+        m.set(1, Some(b));
+        m.set(2, Some(b));
+        assert_eq!(m.person_of(1), m.person(&b).unwrap());
+        assert_eq!(m.person_of(3), m.person(&a).unwrap());
+        // Unmapped again (its person deleted): a person of its own, shared with nobody.
+        m.set(3, None);
+        assert!(![m.person_of(1), m.person_of(2), m.person_of(5)].contains(&m.person_of(3)));
+        assert!(m.n_persons() > m.person_of(3));
+        assert_eq!(m.max_num, 5);
+    }
+}
