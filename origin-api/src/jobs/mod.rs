@@ -108,6 +108,8 @@ async fn run_job(
                 &[&now],
             )
             .await?;
+            // Copies of the mapping older than MAX_AGE reload whole; a day leaves a wide margin.
+            tx.execute("DELETE FROM person_map_log WHERE at < $1::timestamptz - interval '1 day'", &[&now]).await?;
             if events > 0 {
                 tracing::info!(events, "retention deleted expired events");
             }

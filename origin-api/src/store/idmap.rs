@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use uuid::Uuid;
@@ -41,7 +42,13 @@ pub struct IdMap {
     max_num: i32,
     /// The snapshot (`pg_snapshot` text) this state is exact for.
     snapshot: String,
+    /// When it was last brought forward.
+    refreshed: Option<Instant>,
 }
+
+/// A copy not refreshed for this long is loaded whole again instead: the change log it would
+/// need may have been pruned (the retention job keeps a day of it).
+pub const MAX_AGE: Duration = Duration::from_secs(30 * 60);
 
 impl IdMap {
     /// The person number of distinct-id number `num` ([`NONE`] when unknown).
@@ -126,10 +133,14 @@ pub async fn refresh(
     slot: &mut Option<Arc<IdMap>>,
 ) -> Result<Arc<IdMap>, StoreError> {
     let snapshot: String = tx.query_one("SELECT pg_current_snapshot()::text", &[]).await?.try_get(0)?;
+    let stale = slot.as_ref().is_some_and(|m| m.refreshed.is_none_or(|t| t.elapsed() > MAX_AGE));
+    if stale {
+        *slot = None;
+    }
     match slot {
         None => {
             let rows = tx.query(BY_NUM, &[&project_id]).await?;
-            let mut map = IdMap { snapshot, ..IdMap::default() };
+            let mut map = IdMap { snapshot, refreshed: Some(Instant::now()), ..IdMap::default() };
             map.apply(&rows)?;
             *slot = Some(Arc::new(map));
         }
@@ -148,6 +159,7 @@ pub async fn refresh(
             map.apply(&added)?;
             map.apply(&changed)?;
             map.snapshot = snapshot;
+            map.refreshed = Some(Instant::now());
         }
         Some(_) => {}
     }
