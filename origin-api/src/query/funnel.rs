@@ -564,10 +564,15 @@ pub async fn scan_sequences<T>(
     done: impl FnMut(String, Vec<(i64, T)>),
 ) -> Result<(), QueryError> {
     let mut client = pool.get().await?;
+    // The mapping copy is locked before the snapshot is taken and brought to it (`store::idmap`).
+    let slot = crate::store::idmap::copy_of(&client, scan.project_id).await?;
+    let mut guard = slot.lock().await;
     let tx = begin_read(&mut client).await?;
     // Several statements must see one snapshot: which days are clean, the numbers, the days themselves.
     tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
-    crate::store::sequences::scan(&tx, scan, keep, done).await.map_err(|e| match e {
+    let map = crate::store::idmap::refresh(&tx, scan.project_id, &mut guard).await?;
+    drop(guard);
+    crate::store::sequences::scan(&tx, scan, &map, keep, done).await.map_err(|e| match e {
         crate::store::StoreError::Db(e) => QueryError::from(e),
         other => QueryError::Store(other),
     })?;

@@ -27,6 +27,15 @@ use super::StoreError;
 /// No person: a number that is not (or not yet) a distinct id's.
 pub const NONE: u32 = u32::MAX;
 
+/// Whose a person number is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// A person id's.
+    Person(Uuid),
+    /// An unmapped distinct id's own (its number).
+    Did(i32),
+}
+
 /// The mapping as of one snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct IdMap {
@@ -36,8 +45,8 @@ pub struct IdMap {
     persons: AHashMap<Uuid, u32>,
     /// Person numbers handed out (an unmapped distinct id is a person of its own).
     n_persons: u32,
-    /// Per person number: true for a person id's, false for an unmapped distinct id's own.
-    is_person: Vec<bool>,
+    /// Per person number: whose it is.
+    owners: Vec<Owner>,
     /// Highest distinct-id number loaded.
     max_num: i32,
     /// The snapshot (`pg_snapshot` text) this state is exact for.
@@ -61,6 +70,11 @@ impl IdMap {
         self.persons.get(id).copied()
     }
 
+    /// Whose person number `p` is.
+    pub fn owner(&self, p: u32) -> Option<Owner> {
+        self.owners.get(p as usize).copied()
+    }
+
     /// Person numbers handed out: every number is below this.
     pub fn n_persons(&self) -> u32 {
         self.n_persons
@@ -75,25 +89,25 @@ impl IdMap {
             Some(id) => match self.persons.get(&id) {
                 Some(&p) => p,
                 None => {
-                    let p = self.new_person(true);
+                    let p = self.new_person(Owner::Person(id));
                     self.persons.insert(id, p);
                     p
                 }
             },
             // Its own person: keep the number it had while unmapped, else a new one.
             None => match self.person_of[i] {
-                p if p != NONE && !self.is_person[p as usize] => p,
-                _ => self.new_person(false),
+                p if p != NONE && self.owners[p as usize] == Owner::Did(num) => p,
+                _ => self.new_person(Owner::Did(num)),
             },
         };
         self.person_of[i] = p;
         self.max_num = self.max_num.max(num);
     }
 
-    fn new_person(&mut self, is_person: bool) -> u32 {
+    fn new_person(&mut self, owner: Owner) -> u32 {
         let p = self.n_persons;
         self.n_persons += 1;
-        self.is_person.push(is_person);
+        self.owners.push(owner);
         p
     }
 
@@ -195,6 +209,9 @@ mod tests {
         m.set(3, None);
         assert!(![m.person_of(1), m.person_of(2), m.person_of(5)].contains(&m.person_of(3)));
         assert!(m.n_persons() > m.person_of(3));
+        assert_eq!(m.owner(m.person_of(3)), Some(Owner::Did(3)));
+        assert_eq!(m.owner(m.person_of(1)), Some(Owner::Person(b)));
+        assert_eq!(m.owner(m.person_of(5)), Some(Owner::Did(5)));
         assert_eq!(m.max_num, 5);
     }
 }

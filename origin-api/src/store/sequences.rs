@@ -14,6 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt;
 use uuid::Uuid;
 
+use super::idmap::{IdMap, Owner, NONE};
 use super::StoreError;
 
 /// Midnight UTC starting `day`.
@@ -132,40 +133,72 @@ pub struct SeqEvent<'a> {
     pub bot: bool,
 }
 
-/// Persons met so far and their kept events. A person is its person id, or the distinct id of a distinct id
-/// without one; keys are spelled out (`p:<uuid>`, `d:<distinct id>`) only for the persons handed over.
-struct Persons<T> {
-    mapped: HashMap<Uuid, usize>,
-    unmapped: HashMap<String, usize>,
-    keys: Vec<Result<Uuid, String>>,
+/// Persons met so far and their kept events, by person number: the mapping's numbers
+/// (`store::idmap`), then numbers of their own for persons of raw days the mapping has not met.
+struct People<'m, T> {
+    map: &'m IdMap,
     events: Vec<Vec<(i64, T)>>,
+    /// Person numbers in the order their first event was kept (the order `done` gets them).
+    order: Vec<u32>,
+    extra_persons: HashMap<Uuid, u32>,
+    extra_dids: HashMap<String, u32>,
+    /// Keys of the extra persons (from the mapping's count on).
+    extra_keys: Vec<String>,
 }
 
-impl<T> Persons<T> {
-    fn push(&mut self, key: Result<Uuid, String>) -> usize {
-        self.keys.push(key);
-        self.events.push(Vec::new());
-        self.keys.len() - 1
+impl<'m, T> People<'m, T> {
+    fn new(map: &'m IdMap) -> Self {
+        let mut events = Vec::new();
+        events.resize_with(map.n_persons() as usize, Vec::new);
+        People {
+            map,
+            events,
+            order: Vec::new(),
+            extra_persons: HashMap::new(),
+            extra_dids: HashMap::new(),
+            extra_keys: Vec::new(),
+        }
     }
 
-    fn of(&mut self, person: Option<Uuid>, distinct_id: &str) -> usize {
-        match person {
-            Some(p) => match self.mapped.get(&p) {
-                Some(&i) => i,
-                None => {
-                    let i = self.push(Ok(p));
-                    self.mapped.insert(p, i);
-                    i
-                }
-            },
-            None => match self.unmapped.get(distinct_id) {
-                Some(&i) => i,
-                None => {
-                    let i = self.push(Err(distinct_id.to_owned()));
-                    self.unmapped.insert(distinct_id.to_owned(), i);
-                    i
-                }
-            },
+    fn extra(&mut self, key: String) -> u32 {
+        let p = u32::try_from(self.events.len()).unwrap_or(NONE);
+        self.events.push(Vec::new());
+        self.extra_keys.push(key);
+        p
+    }
+
+    /// The person of a raw event: its person id, else its distinct id (numbered or not).
+    fn of(&mut self, person: Option<Uuid>, num: Option<i32>, distinct_id: &str) -> u32 {
+        if let Some(id) = person {
+            if let Some(p) = self.map.person(&id) {
+                return p;
+            }
+            if let Some(&p) = self.extra_persons.get(&id) {
+                return p;
+            }
+            let p = self.extra(format!("p:{id}"));
+            self.extra_persons.insert(id, p);
+            return p;
+        }
+        if let Some(p) = num.and_then(|n| u32::try_from(n).ok()).map(|n| self.map.person_of(n)) {
+            if p != NONE {
+                return p;
+            }
+        }
+        if let Some(&p) = self.extra_dids.get(distinct_id) {
+            return p;
+        }
+        let p = self.extra(format!("d:{distinct_id}"));
+        self.extra_dids.insert(distinct_id.to_owned(), p);
+        p
+    }
+
+    fn push(&mut self, p: u32, item: (i64, T)) {
+        if let Some(list) = self.events.get_mut(p as usize) {
+            if list.is_empty() {
+                self.order.push(p);
+            }
+            list.push(item);
         }
     }
 }
@@ -191,6 +224,7 @@ fn by_number(rows: &[tokio_postgres::Row]) -> Result<Vec<Option<String>>, StoreE
 pub async fn scan<T>(
     tx: &deadpool_postgres::Transaction<'_>,
     s: &Scan,
+    map: &IdMap,
     mut keep: impl FnMut(SeqEvent<'_>) -> Option<T>,
     mut done: impl FnMut(String, Vec<(i64, T)>),
 ) -> Result<(), StoreError> {
@@ -221,42 +255,21 @@ pub async fn scan<T>(
     let days: Vec<(NaiveDate, bool)> =
         days.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, StoreError>>()?;
 
-    let mut persons: Persons<T> =
-        Persons { mapped: HashMap::new(), unmapped: HashMap::new(), keys: Vec::new(), events: Vec::new() };
+    let mut persons: People<'_, T> = People::new(map);
     let clean_days: Vec<NaiveDate> = days.iter().filter(|d| d.1).map(|d| d.0).collect();
     if !clean_days.is_empty() {
-        // Number -> person and the value numbers, asked for together (pipelined on the connection).
+        // The value numbers, asked for together (pipelined on the connection); distinct-id numbers map to
+        // persons through `map`, exact for this transaction's snapshot.
         let values =
             |kind: &str| format!("SELECT num, value FROM sequence_values WHERE project_id = $1 AND kind = '{kind}'");
         let (name_sql, path_sql) = (values("n"), values("p"));
         let by_project: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&pid];
-        let (id_rows, name_rows, path_rows) = tokio::try_join!(
-            tx.query(
-                "SELECT s.num, pd.person_id, CASE WHEN pd.person_id IS NULL THEN s.distinct_id END \
-                 FROM sequence_distinct_ids s LEFT JOIN person_distinct_ids pd \
-                   ON pd.project_id = s.project_id AND pd.distinct_id = s.distinct_id \
-                 WHERE s.project_id = $1",
-                &by_project,
-            ),
-            tx.query(&name_sql, &by_project),
-            async {
-                match s.paths {
-                    true => tx.query(&path_sql, &by_project).await,
-                    false => Ok(Vec::new()),
-                }
-            },
-        )?;
-        let mut by_did: Vec<usize> = Vec::new();
-        for r in &id_rows {
-            let num: i32 = r.try_get(0)?;
-            let person: Option<Uuid> = r.try_get(1)?;
-            let did: Option<&str> = r.try_get(2)?;
-            let i = usize::try_from(num).unwrap_or(0);
-            if by_did.len() <= i {
-                by_did.resize(i + 1, usize::MAX);
+        let (name_rows, path_rows) = tokio::try_join!(tx.query(&name_sql, &by_project), async {
+            match s.paths {
+                true => tx.query(&path_sql, &by_project).await,
+                false => Ok(Vec::new()),
             }
-            by_did[i] = persons.of(person, did.unwrap_or(""));
-        }
+        },)?;
         let names = by_number(&name_rows)?;
         let paths = by_number(&path_rows)?;
         // All stored days in one statement, in day order, decoded as they arrive.
@@ -282,14 +295,15 @@ pub async fn scan<T>(
             for (i, chunk) in ts.chunks_exact(8).enumerate() {
                 let Ok(bytes) = chunk.try_into() else { continue };
                 let ts_us = i64::from_be_bytes(bytes);
-                let Some(p) = int4(dids, i).and_then(|d| by_did.get(d)).copied() else {
+                let p = int4(dids, i).and_then(|d| u32::try_from(d).ok()).map_or(NONE, |d| map.person_of(d));
+                if p == NONE {
                     continue;
-                };
+                }
                 let name = int4(nums, i).and_then(|n| names.get(n)?.as_deref()).unwrap_or("");
                 let path = pnums.and_then(|v| paths.get(int4(v, i)?)?.as_deref());
                 let ev = SeqEvent { ts_us, name, path, bot: bots.get(i).is_some_and(|&b| b != 0) };
-                if let (Some(t), Some(list)) = (keep(ev), persons.events.get_mut(p)) {
-                    list.push((ts_us, t));
+                if let Some(t) = keep(ev) {
+                    persons.push(p, (ts_us, t));
                 }
             }
         }
@@ -300,9 +314,10 @@ pub async fn scan<T>(
         .prepare(&format!(
             "SELECT array_agg((extract(epoch FROM e.timestamp) * 1000000)::int8 {order}), array_agg(e.distinct_id {order}), \
                     array_agg(e.name {order}), array_agg(CASE WHEN e.event_type = 'page' THEN e.path END {order}), \
-                    array_agg(e.is_bot {order}), array_agg(pd.person_id {order}) \
+                    array_agg(e.is_bot {order}), array_agg(pd.person_id {order}), array_agg(sd.num {order}) \
              FROM events e LEFT JOIN person_distinct_ids pd \
                ON pd.project_id = e.project_id AND pd.distinct_id = e.distinct_id \
+             LEFT JOIN sequence_distinct_ids sd ON sd.project_id = e.project_id AND sd.distinct_id = e.distinct_id \
              WHERE e.project_id = $1 AND e.timestamp >= $2 AND e.timestamp < $3 \
                AND (e.timestamp >= $4 OR e.name = $5::text)"
         ))
@@ -319,39 +334,79 @@ pub async fn scan<T>(
         let pths: Option<Vec<Option<&str>>> = row.try_get(3)?;
         let bots: Option<Vec<bool>> = row.try_get(4)?;
         let pids: Option<Vec<Option<Uuid>>> = row.try_get(5)?;
-        let (Some(ts), Some(dids), Some(nms), Some(pths), Some(bots), Some(pids)) = (ts, dids, nms, pths, bots, pids)
+        let nums: Option<Vec<Option<i32>>> = row.try_get(6)?;
+        let (Some(ts), Some(dids), Some(nms), Some(pths), Some(bots), Some(pids), Some(nums)) =
+            (ts, dids, nms, pths, bots, pids, nums)
         else {
             continue;
         };
         mixed |= !clean_days.is_empty();
         for (i, &ts_us) in ts.iter().enumerate() {
-            let p = persons.of(pids.get(i).copied().flatten(), dids.get(i).copied().unwrap_or(""));
+            let p = persons.of(
+                pids.get(i).copied().flatten(),
+                nums.get(i).copied().flatten(),
+                dids.get(i).copied().unwrap_or(""),
+            );
             let ev = SeqEvent {
                 ts_us,
                 name: nms.get(i).copied().unwrap_or(""),
                 path: if s.paths { pths.get(i).copied().flatten() } else { None },
                 bot: bots.get(i).copied().unwrap_or(false),
             };
-            if let (Some(t), Some(list)) = (keep(ev), persons.events.get_mut(p)) {
-                list.push((ts_us, t));
+            if let Some(t) = keep(ev) {
+                persons.push(p, (ts_us, t));
             }
         }
     }
     if mixed {
         // Stored and raw days were appended apart. Events of two days never tie on time, and a day's events came
         // from one array in order, so a stable sort by time restores (time, event id) order.
-        for list in &mut persons.events {
-            list.sort_by_key(|e| e.0);
+        for &p in &persons.order {
+            if let Some(list) = persons.events.get_mut(p as usize) {
+                list.sort_by_key(|e| e.0);
+            }
         }
     }
-    for (key, events) in persons.keys.into_iter().zip(persons.events) {
-        if !events.is_empty() {
-            // The spelling of the raw queries' person key.
-            let key = match key {
-                Ok(p) => format!("p:{p}"),
-                Err(d) => format!("d:{d}"),
-            };
-            done(key, events);
+    // The spelling of the raw queries' person key; distinct ids that are their own person are
+    // looked up by number, only for the persons handed over.
+    let n_mapped = map.n_persons();
+    let own: Vec<i32> = persons
+        .order
+        .iter()
+        .filter(|&&p| p < n_mapped)
+        .filter_map(|&p| match map.owner(p) {
+            Some(Owner::Did(num)) => Some(num),
+            _ => None,
+        })
+        .collect();
+    let mut did_names: HashMap<i32, String> = HashMap::new();
+    if !own.is_empty() {
+        let rows = tx
+            .query(
+                "SELECT num, distinct_id FROM sequence_distinct_ids WHERE project_id = $1 AND num = ANY($2)",
+                &[&pid, &own],
+            )
+            .await?;
+        for r in rows {
+            did_names.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+    }
+    let People { mut events, order, extra_keys, .. } = persons;
+    for p in order {
+        let key = if p < n_mapped {
+            match map.owner(p) {
+                Some(Owner::Person(id)) => format!("p:{id}"),
+                Some(Owner::Did(num)) => format!("d:{}", did_names.get(&num).map_or("", String::as_str)),
+                None => continue,
+            }
+        } else {
+            match extra_keys.get((p - n_mapped) as usize) {
+                Some(k) => k.clone(),
+                None => continue,
+            }
+        };
+        if let Some(list) = events.get_mut(p as usize) {
+            done(key, std::mem::take(list));
         }
     }
     Ok(())
@@ -361,25 +416,6 @@ pub async fn scan<T>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    /// Persons are found by person id, else by distinct id, each once, in the order met.
-    #[test]
-    fn persons_are_keyed_by_person_then_distinct_id() {
-        let p1 = Uuid::from_u128(1);
-        let mut persons: Persons<()> =
-            Persons { mapped: HashMap::new(), unmapped: HashMap::new(), keys: Vec::new(), events: Vec::new() };
-        let check = |persons: &mut Persons<()>, person: Option<Uuid>, did: &str, want: usize| {
-            assert_eq!(persons.of(person, did), want, "{person:?} {did}");
-        };
-        check(&mut persons, Some(p1), "a", 0);
-        check(&mut persons, None, "b", 1);
-        // another distinct id of person 1 is person 1; an unmapped id named like a mapped one is its own person
-        check(&mut persons, Some(p1), "c", 0);
-        check(&mut persons, None, "a", 2);
-        check(&mut persons, None, "b", 1);
-        assert_eq!(persons.keys, [Ok(p1), Err("b".to_owned()), Err("a".to_owned())]);
-        assert_eq!(persons.events.len(), 3);
-    }
 
     #[test]
     fn day_starts_at_utc_midnight() {
