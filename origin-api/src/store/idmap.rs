@@ -111,6 +111,16 @@ impl IdMap {
         p
     }
 
+    /// A mapping of (distinct-id number, person) pairs, for tests of its users.
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(i32, Option<Uuid>)]) -> IdMap {
+        let mut m = IdMap::default();
+        for &(num, person) in pairs {
+            m.set(num, person);
+        }
+        m
+    }
+
     fn apply(&mut self, rows: &[tokio_postgres::Row]) -> Result<(), StoreError> {
         for r in rows {
             self.set(r.try_get(0)?, r.try_get(1)?);

@@ -417,6 +417,34 @@ pub async fn scan<T>(
 mod tests {
     use super::*;
 
+    /// A raw event's person: by person id, else by its numbered distinct id, else by its distinct id;
+    /// the mapping's numbers first, then numbers of their own for persons it has not met.
+    #[test]
+    fn raw_events_find_their_persons() {
+        let (p1, p9) = (Uuid::from_u128(1), Uuid::from_u128(9));
+        let map = IdMap::from_pairs(&[(1, Some(p1)), (2, None), (3, Some(p1))]);
+        let mut people: People<'_, ()> = People::new(&map);
+        let n = map.n_persons();
+        let check = |people: &mut People<'_, ()>, person: Option<Uuid>, num: Option<i32>, did: &str, want: u32| {
+            assert_eq!(people.of(person, num, did), want, "{person:?} {num:?} {did}");
+        };
+        let one = map.person(&p1).unwrap();
+        check(&mut people, Some(p1), Some(1), "a", one);
+        check(&mut people, None, Some(2), "b", map.person_of(2));
+        // A person the mapping has not met, and distinct ids without a number: numbers of their own.
+        check(&mut people, Some(p9), None, "x", n);
+        check(&mut people, None, None, "y", n + 1);
+        check(&mut people, Some(p9), Some(7), "z", n);
+        check(&mut people, None, None, "y", n + 1);
+        // An unmapped id named like a mapped one is its own person.
+        check(&mut people, None, None, "a", n + 2);
+        assert_eq!(people.extra_keys, ["p:00000000-0000-0000-0000-000000000009", "d:y", "d:a"]);
+        people.push(n + 1, (5, ()));
+        people.push(one, (6, ()));
+        people.push(n + 1, (7, ()));
+        assert_eq!(people.order, [n + 1, one]);
+    }
+
     #[test]
     fn day_starts_at_utc_midnight() {
         for (d, want) in [((2026, 3, 29), "2026-03-29T00:00:00+00:00"), ((2026, 1, 1), "2026-01-01T00:00:00+00:00")] {
