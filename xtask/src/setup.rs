@@ -107,5 +107,16 @@ pub fn ensure_tools(ctx: &Ctx) -> Result<()> {
         eprintln!("installing node packages (npm ci)");
         cmd!(ctx.sh, "npm ci --no-audit --no-fund").run()?;
     }
+    // The published package's own devDependencies (Vite and TypeScript for its packaging test).
+    let npm_lock = ctx.root.join("npm/package-lock.json");
+    let npm_stamp = ctx.root.join("npm/node_modules/.package-lock.json");
+    let npm_stale = match (std::fs::metadata(&npm_lock), std::fs::metadata(&npm_stamp)) {
+        (Ok(l), Ok(s)) => l.modified()? > s.modified()?,
+        _ => true,
+    };
+    if npm_stale {
+        eprintln!("installing the npm package's dev dependencies (npm ci --prefix npm)");
+        cmd!(ctx.sh, "npm ci --prefix npm --no-audit --no-fund").run()?;
+    }
     Ok(())
 }
