@@ -18,7 +18,8 @@ export interface InitOptions {
   debug?: boolean;
   /**
    * Gets every finished event, as it will be sent, and returns it (edited or not), or `null` /
-   * `undefined` to drop it: a dropped event is never sent. An exception is thrown to the caller.
+   * `undefined` to drop it: a dropped event is never sent. It runs when the event is built,
+   * after the task that tracked it: an exception drops the event and is logged to the console.
    */
   beforeSend?: (event: SentEvent) => SentEvent | null | undefined;
   /**
@@ -78,18 +79,24 @@ export type Properties = Record<string, unknown>;
 export function init(options: InitOptions): Promise<void>;
 
 /**
- * Records a named action (`name`: 1 to 200 bytes). Calls made before the SDK has loaded are
- * queued and replayed in order with their original time; once loaded, invalid arguments throw
- * an `Error` (before that, they are reported on the console).
+ * Records a named action (`name`: 1 to 200 bytes). Throws an `Error` on an invalid name or
+ * properties that are not a plain object. Only queues the call, with its time and the page's
+ * URL: the event is built after the current task (at once if the page is hidden, or when
+ * another SDK function is called), so `properties` are read (copied) then. Do not mutate the
+ * object you passed later in the same synchronous code. What fails only then (a `beforeSend`
+ * that throws, properties `JSON.stringify` refuses) is reported on the console.
  */
 export function track(name: string, properties?: Properties): void;
 
-/** Records a view of the current page (stored as `$pageview`); URL, title and referrer are added. */
+/**
+ * Records a view of the current page (stored as `$pageview`); URL, title and referrer are added
+ * (the URL as it is at the call, the title when the event is built). Queued as {@link track}.
+ */
 export function page(properties?: Properties): void;
 
 /**
  * Ties this browser to a known user id (1 to 200 bytes), kept for later events and visits, and
- * sets person properties from `traits`.
+ * sets person properties from `traits`. Throws on an invalid id; queued as {@link track}.
  */
 export function identify(userId: string, traits?: Properties): void;
 

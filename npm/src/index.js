@@ -2,25 +2,25 @@
 // sdk-wasm/ into ../wasm/ by `cargo xtask build-sdk`).
 //
 // Why a loader at all: the wasm module loads asynchronously, but `track()` must be callable the
-// moment the page runs. Calls made before the wasm is ready are queued here, with the time they
-// were made, and replayed in order once it is. The wasm starts loading on the first call, not
-// on import, so importing the package costs nothing until it is used.
+// moment the page runs, and must cost the page next to nothing. Calls are queued here, with the
+// time they were made, and handed to the core in order: after the task that made them once the
+// wasm is ready, else once it is. The wasm starts loading on the first call, not on import, so
+// importing the package costs nothing until it is used.
 //
-// Every export reaches the core through its own closure, never by name: an app's bundler then
+// Every export reaches the core through its own code, never by name: an app's bundler then
 // drops the loader and glue code of every function the app does not call (`group`, `alias`,
-// ...), which is how the size budget is measured.
+// `register`, ...), which is how the size budget is measured.
 
 import initWasm, {
   adopt,
+  answer,
   flush as flushCore,
-  identify as identifyCore,
   init as initCore,
   optIn as optInCore,
   optOut as optOutCore,
-  page as pageCore,
   reset as resetCore,
+  run,
   tick,
-  track as trackCore,
 } from '../wasm/nexus_sdk.js';
 
 // Outside a browser (server-side rendering) every call is a harmless no-op.
@@ -29,34 +29,38 @@ const inBrowser = typeof window !== 'undefined' && typeof WebAssembly !== 'undef
 // A page whose wasm never loads (blocked, offline) must not grow without bound.
 const MAX_PENDING = 1000;
 
-// One queue per tab, so that tabs never send the same event twice: the core stores this tab's
-// queue under `nexus_queue:<tab>` and only this tab sends it, while the tab holds a Web Lock of
-// that name for its whole life. A queue whose lock is free belongs to a tab that is gone (closed,
-// reloaded, crashed: the browser releases its locks); a live tab takes it over under that lock,
-// so two tabs never both take the same one. Without Web Locks (old browsers) every tab uses the
-// one `nexus_queue` key, loaded at init: a duplicate is then possible, and harmless, as the
-// collector drops a repeated id.
+// One queue per page, so that tabs never send the same event twice: the core stores this page's
+// queue in chunks, `nexus_queue:<tab>.<n>`, and only this page sends it, while the page holds a
+// Web Lock named `nexus_queue:<tab>` for its whole life. Chunks whose lock is free belong to a
+// tab that is gone (closed, reloaded, crashed: the browser releases its locks); a live tab
+// takes them over under that lock, so two tabs never both take the same one. Without Web Locks
+// (old browsers) a page takes over every other page's chunks at init: a duplicate is then
+// possible, and harmless, as the collector drops a repeated id.
 const QUEUE = 'nexus_queue';
 const locks = inBrowser ? navigator.locks : undefined;
-const tab = locks ? `${Date.now().toString(36)}${Math.random().toString(36).slice(2)}` : undefined;
+const tab = `${QUEUE}:${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
 let owner = false;
 /** Set once the core is initialised and the timer and page listeners below run. */
 let watching = false;
-/** What the core queues as a microtask after a task that tracked: store the queue. */
-const persist = () => tick(3);
 
-/** Takes over the queues of tabs that are gone (see above). */
+/**
+ * Takes over the chunks of pages that are gone (see above), once this page may store them
+ * (consent granted, not cookieless): else they would live on in this page's memory only.
+ */
 function adoptOrphans() {
   try {
-    for (let i = 0; i < localStorage.length; i++) {
-      const key = localStorage.key(i);
-      if (key !== `${QUEUE}:${tab}` && (key === QUEUE || key?.startsWith(`${QUEUE}:`))) {
-        locks.request(key, { ifAvailable: true }, (lock) => {
-          const saved = lock && localStorage.getItem(key);
+    if (!tick(4)) return;
+    for (const key of Object.keys(localStorage)) {
+      // `nexus_queue:<tab>.<n>`, or a whole queue as older versions stored it.
+      const lock = key.split('.')[0];
+      if (key.startsWith(QUEUE) && lock !== tab) {
+        const take = (held) => {
+          const saved = held && localStorage.getItem(key);
           // Stored as ours first, then removed: a crash in between duplicates, never loses.
           if (saved) adopt(saved);
-          if (lock) localStorage.removeItem(key);
-        });
+          if (held) localStorage.removeItem(key);
+        };
+        locks ? locks.request(lock, { ifAvailable: true }, take) : take(1);
       }
     }
   } catch {
@@ -64,8 +68,62 @@ function adoptOrphans() {
   }
 }
 
-/** @type {Array<{ run: (resolve?: (v?: unknown) => void) => unknown, resolve?: (v?: unknown) => void, reject?: (e: unknown) => void }>} */
-let pending = [];
+// The transport (the core's `Fetch`, sdk-wasm/src/web/platform.rs): the core decides what a
+// body holds and what an outcome means; this does the I/O. A fetch body is gzipped with the
+// browser's own `CompressionStream` (no bundle bytes for a compressor) and says so with
+// `?compression=gzip`; `text/plain` keeps the request CORS-simple (no preflight). A beacon
+// (`n` 0: the page is going away) goes as plain text: `sendBeacon` must be given its body now,
+// and compressing is asynchronous, so a page that is closing would never send it.
+/** `<endpoint>/v1/batch?key=<write key>`, and the `debug` option, set by `init`. */
+let url;
+let debug;
+function send(bytes, n) {
+  // The body arrives as UTF-8 bytes (one copy out of the wasm); typed `text/plain` in a Blob, it
+  // is sent like a string would be, with no preflight.
+  const body = new Blob([bytes], { type: TEXT });
+  if (debug) console.log('nexus:', n ? 'send' : 'beacon', new TextDecoder().decode(bytes));
+  if (!n) return navigator.sendBeacon(url, body);
+  const post = (data, gzip) =>
+    fetch(url + (gzip ? '&compression=gzip' : ''), {
+      method: 'POST',
+      body: data,
+      // No cookies: the write key authenticates, and `omit` lets the collector answer `*`.
+      credentials: 'omit',
+      // Only when the page is hidden, so may be about to go: keepalive lets the request finish
+      // after it. Browsers refuse keepalive requests past 64 KiB of bodies in flight (counted
+      // until the response is consumed), so while the page lives, plain requests.
+      keepalive: document.hidden && data.size < 61440,
+    }).then(
+      // No answer (offline, CORS, abort) is status 0. `Retry-After` in seconds; a date is 0.
+      (response) => answer(n, response.status, +response.headers.get('retry-after') || 0),
+      () => answer(n, 0, 0),
+    );
+  if (typeof CompressionStream != 'function') return post(body);
+  new Response(body.stream().pipeThrough(new CompressionStream('gzip'))).blob().then(
+    (gz) => post(new Blob([gz], { type: TEXT }), 1),
+    () => post(body),
+  );
+}
+const TEXT = 'text/plain;charset=UTF-8';
+
+// The calls of the page, in order, waiting for the core: recording calls (`track`, `page`,
+// `identify`, `alias`, `group`) as `[kind, time, a, b, c, url]` (the time and the page's URL
+// are the call's: a single-page app may move on before the event is built; see `run` in
+// sdk-wasm/src/web/api.rs for the kinds), and every other call as
+// `[fn, resolve, reject]`. A recording call does only this push synchronously (and its
+// argument checks), so `track()` costs the page about a microsecond: the core builds,
+// serialises and stores the events of a whole task in one `run` afterwards.
+//
+// When: a task (`setTimeout`) after the call, so the work never lengthens the task that
+// tracked (a click handler's, say) and the browser can paint first; in a hidden page a
+// microtask instead, since a hidden page may be frozen or discarded before a timer fires.
+// Leaving the page (`pagehide`, hidden) and every other call run what waits first, so
+// nothing is lost or reordered. Properties are therefore read (copied by `JSON.stringify`)
+// at the end of the task that tracked, or at the next call that is not a recording one.
+// Before the wasm is ready, calls wait here (at most MAX_PENDING) and run once it is.
+/** @type {Array<Array<any>>} */
+let calls = [];
+let timer = 0;
 let ready = false;
 /** @type {Promise<void> | undefined} */
 let loading;
@@ -79,59 +137,112 @@ function load() {
     loading = initWasm(new URL('../wasm/nexus_sdk_bg.wasm', import.meta.url)).then(
       () => {
         ready = true;
-        const calls = pending;
-        pending = [];
-        for (const call of calls) replay(call);
+        drain();
       },
       (error) => {
         // A CSP without 'wasm-unsafe-eval', a blocked or missing file, no network: analytics
         // must never break the page, so this is said once and every call becomes a no-op
         // (promises resolve rather than reject: a page that does not catch them gets no error).
         failed = true;
-        const calls = pending;
-        pending = [];
         console.warn('nexus: SDK could not be loaded', error);
-        for (const call of calls) call.resolve?.();
+        for (const [fn, resolve] of calls) if (typeof fn == 'function') resolve?.();
+        calls = [];
       },
     );
   }
   return loading;
 }
 
-/** Runs one queued call. Errors of fire-and-forget calls go to the console: their caller is gone. */
-function replay({ run, resolve, reject }) {
-  try {
-    // `run` returns true when it settles the call itself (flush, once the collector answered).
-    if (!run(resolve)) resolve?.();
-  } catch (error) {
-    if (reject) reject(error);
-    else console.error(error);
+// The `context` of an event (docs/protocol.md). The URL is the call's (a single-page app may
+// have moved on since); the path and campaign are parsed once per URL; title and referrer are
+// read when the event is built; the device part once per page (`Intl.DateTimeFormat` is slow
+// to make). Strings are cut to the protocol's 8 KiB: a longer one would get the event refused.
+const VERSION = '0.1.0'; // the package's, checked against package.json by `cargo xtask build-sdk`
+let device;
+let parsed = [];
+/** `s` cut to 8 KiB of UTF-8 (without a broken last character); undefined when empty. */
+function cut(s) {
+  // Up to 2730 UTF-16 units is at most 8190 bytes: the encoder runs only for long strings.
+  return s?.length > 2730 ? new TextDecoder().decode(new TextEncoder().encode(s).subarray(0, 8192)).replace(/\uFFFD$/, '') : s || undefined;
+}
+function context(href, referrer) {
+  if (parsed[0] !== href) {
+    const url = new URL(href);
+    const utm = {};
+    for (const field of ['source', 'medium', 'campaign', 'term', 'content']) {
+      const value = cut(url.searchParams.get(`utm_${field}`));
+      if (value) utm[field] = value;
+    }
+    parsed = [href, cut(url.pathname), Object.keys(utm).length ? utm : undefined];
   }
+  device ??= {
+    screen: { width: screen.width, height: screen.height },
+    locale: navigator.language,
+    timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
+    library: { name: 'nexus-js', version: VERSION },
+  };
+  const [url, path, utm] = parsed;
+  return { url: cut(url), path, title: cut(document.title), referrer: cut(referrer ?? document.referrer), utm, ...device };
 }
 
-/** Runs `run` now when the wasm is ready, else queues it for when it is. */
-function enqueue(run, settle) {
-  if (!inBrowser || failed) {
-    settle?.resolve();
-  } else if (ready) {
-    replay({ run, ...settle });
-  } else {
-    if (pending.length < MAX_PENDING) pending.push({ run, ...settle });
-    else settle?.resolve();
-    load();
+/** Runs what waits, in order: recording calls go to the core in one `run` per stretch. */
+function drain() {
+  timer = 0;
+  const list = calls;
+  let batch = [];
+  calls = [];
+  const hand = () => {
+    // Errors of recording calls go to the console: their callers are gone.
+    if (batch.length) for (const error of run(batch)) console.error(error);
+    batch = [];
+  };
+  for (const call of list) {
+    if (typeof call[0] == 'function') {
+      hand();
+      const [fn, resolve, reject] = call;
+      try {
+        // `fn` returns true when it settles the call itself (flush, once the collector answered).
+        if (!fn(resolve)) resolve?.();
+      } catch (error) {
+        if (reject) reject(error);
+        else console.error(error);
+      }
+    } else {
+      // Super properties as they are at this point of the call order (track and page only).
+      if (call[0] < 2 && supers) call[3] = { ...supers, ...call[3] };
+      // The call's URL becomes the event's context (a page view's `c` is its SPA referrer).
+      call[5] = context(call[5], call[0] == 1 ? call[4] : undefined);
+      batch.push(call);
+    }
   }
+  hand();
 }
 
-/** The time for a call queued now: the stub's time during a replay, else now. */
-const now = () => stamp ?? Date.now();
-
-/** Queues a recording call with its time, or runs it now: `call(at)` calls the core. */
-function record(call) {
-  if (ready) call(stamp);
+/** Queues a call that is not a recording one; once loaded, it runs now, after what waits. */
+function enqueue(fn, resolve, reject) {
+  if (!inBrowser || failed || (!ready && calls.length >= MAX_PENDING)) resolve?.();
   else {
-    const at = now();
-    enqueue(() => call(at));
+    calls.push([fn, resolve, reject]);
+    ready ? drain() : load();
   }
+}
+
+/** Queues a recording call with its time (the stub's, during a replay). */
+function record(kind, a, b, c) {
+  if (inBrowser && !failed && (ready || calls.length < MAX_PENDING)) {
+    calls.push([kind, stamp ?? Date.now(), a, b, c, location.href]);
+    if (!ready) load();
+    else if (!timer) {
+      timer = 1;
+      document.hidden ? queueMicrotask(drain) : setTimeout(drain);
+    }
+  }
+}
+
+/** The page is hidden or going away: record what waits, then hand the queue to `sendBeacon`. */
+function hide() {
+  drain();
+  tick(2);
 }
 
 /**
@@ -145,6 +256,21 @@ export function replayAt(at, fn) {
     return fn();
   } finally {
     stamp = undefined;
+  }
+}
+
+/** An id argument as the protocol takes it: a string of 1 to 200 bytes (UTF-8). */
+function checkId(value, what) {
+  // Up to 66 UTF-16 units is at most 198 bytes: the encoder runs only for long strings.
+  if (typeof value != 'string' || !value || (value.length > 66 && new TextEncoder().encode(value).length > 200)) {
+    throw new Error(`nexus: ${what} (1..200 bytes)`);
+  }
+}
+
+/** Properties as the protocol takes them: absent, or a plain object. */
+function checkProps(value) {
+  if (value != null && (typeof value != 'object' || Array.isArray(value))) {
+    throw new Error('nexus: properties must be a plain object');
   }
 }
 
@@ -201,7 +327,7 @@ export function captureOutboundLinks() {
       const link = event.target.closest('a[href]');
       if (link && /^https?:$/.test(link.protocol) && link.host !== location.host) {
         track('$outbound_click', { url: link.href, target: link.target || undefined });
-        if (ready) tick(2);
+        if (ready) hide();
       }
     } catch {
       // A click on something that is not an element, or a shadow root: nothing to record.
@@ -256,7 +382,7 @@ export function captureWebVitals() {
       sent = true;
       track('$web_vitals', vitals);
       // Hand it to the beacon now, in case the core's own listener ran first.
-      if (ready) tick(2);
+      if (ready) hide();
     }
   };
   document.addEventListener('visibilitychange', report);
@@ -267,10 +393,10 @@ export function captureWebVitals() {
 // properties (which win), so that an app that never registers any pays no wasm for them. Stored
 // under `nexus_props` only when the core says it may write (consent granted, not cookieless);
 // `reset` and `optOut` remove them, and the core removes the key when a privacy signal denies.
+// Changed in call order (as queued calls), so a `track` before a `register` never gets them.
 const PROPS = 'nexus_props';
 /** @type {Record<string, unknown> | undefined} */
 let supers;
-const withSupers = (properties) => (supers ? { ...supers, ...properties } : properties);
 
 function saveSupers() {
   try {
@@ -286,115 +412,121 @@ export function init(options) {
   // Hooks are set at the call, not once loaded: navigations during the load are not missed.
   if (inBrowser && !started) {
     started = true;
-    if (!options?.cookieless) {
-      try {
-        const saved = JSON.parse(localStorage.getItem(PROPS));
-        if (saved && typeof saved === 'object') supers = saved;
-      } catch {
-        // Nothing stored, a damaged value, or storage blocked: no super properties.
-      }
-    }
     if (options?.spa) watchHistory();
   }
   return new Promise((resolve, reject) =>
     enqueue(
       () => {
-        // Cookieless: no storage, so no per-tab queue to own or orphans to adopt.
-        const perTab = locks && !options?.cookieless;
-        initCore(options, perTab ? tab : undefined, persist); // throws on bad options: then nothing is held
+        // Cookieless: no storage, so no queue to own or orphans to adopt.
+        initCore(options, tab, send); // throws on bad options: then nothing is held
         if (!watching) {
           watching = true;
+          url = `${(options.endpoint ?? '').replace(/\/+$/, '')}/v1/batch?key=${encodeURIComponent(options.key)}`;
+          debug = options.debug;
+          if (!options.cookieless) {
+            try {
+              const saved = JSON.parse(localStorage.getItem(PROPS));
+              if (saved && typeof saved == 'object') supers = saved;
+            } catch {
+              // Nothing stored, a damaged value, or storage blocked: no super properties.
+            }
+          }
           // The core's moments (see `tick` in sdk-wasm/src/web/api.rs): the periodic flush,
           // back online, and hidden or leaving (beacons).
           setInterval(() => tick(0), options.flushIntervalMs ?? 5000);
           addEventListener('online', () => tick(1));
-          const hide = () => tick(2);
           addEventListener('pagehide', hide);
-          document.addEventListener('visibilitychange', () => document.visibilityState === 'hidden' && hide());
+          document.addEventListener('visibilitychange', () => document.hidden && hide());
         }
-        if (perTab && !owner) {
+        if (!owner) {
           owner = true;
           // Held until the page is gone: the promise never settles. Requested before any event
           // is stored under the key, so no other tab can find the key with a free lock.
-          locks.request(`${QUEUE}:${tab}`, () => new Promise(() => {}));
+          locks?.request(tab, () => new Promise(() => {}));
           adoptOrphans();
           // A tab closed while this one lived is taken over when the user comes back here.
-          document.addEventListener('visibilitychange', () => document.visibilityState === 'visible' && adoptOrphans());
+          if (locks) document.addEventListener('visibilitychange', () => document.hidden || adoptOrphans());
         }
       },
-      { resolve, reject },
+      resolve,
+      reject,
     ),
   );
 }
 
-/** Records a named action. Throws on invalid arguments once loaded (logged before). */
+/**
+ * Records a named action. Throws on invalid arguments; the properties are read at the end of
+ * the current task (see the call queue above).
+ */
 export function track(name, properties) {
-  record((at) => trackCore(name, withSupers(properties), at));
+  checkId(name, 'track() needs a name');
+  checkProps(properties);
+  record(0, name, properties);
 }
 
 /** Records a view of the current page. */
 export function page(properties) {
+  checkProps(properties);
   if (inBrowser) last = here();
   view(properties);
 }
 
 function view(properties, referrer) {
-  record((at) => pageCore(withSupers(properties), at, referrer));
+  record(1, undefined, properties, referrer);
 }
 
 /** Ties this browser to a known user and sets person properties. */
 export function identify(userId, traits) {
-  record((at) => identifyCore(userId, traits, at));
-}
-
-/** An id argument as the protocol takes it: a string of 1 to 200 bytes. */
-function checkId(value, what) {
-  if (typeof value !== 'string' || !value || new TextEncoder().encode(value).length > 200) {
-    throw new Error(`nexus: ${what} needs ids of 1..200 bytes`);
-  }
+  checkId(userId, 'identify() needs a user id');
+  checkProps(traits);
+  record(2, userId, traits);
 }
 
 /** Joins `userId` to `previousId` (default: the current user id, else the anonymous id). */
 export function alias(userId, previousId) {
-  checkId(userId, 'alias()');
-  if (previousId !== undefined) checkId(previousId, 'alias()');
+  checkId(userId, 'alias() needs ids');
+  if (previousId !== undefined) checkId(previousId, 'alias() needs ids');
   // The current distinct id (the user id, else the anonymous id) is read off the event before
   // `user_id` is replaced; cookieless without a user id has none, and the collector refuses it.
   const edit = (e) =>
     Object.assign(e, { type: 'alias', name: undefined, user_id: userId, previous_id: previousId ?? e.user_id ?? e.anonymous_id });
-  record((at) => trackCore('$alias', undefined, at, edit));
+  record(3, '$alias', undefined, edit);
 }
 
 /** Associates the person with a group, e.g. `group('company', 'acme', { plan: 'pro' })`. */
 export function group(groupType, groupKey, traits) {
-  checkId(groupType, 'group()');
-  checkId(groupKey, 'group()');
+  checkId(groupType, 'group() needs ids');
+  checkId(groupKey, 'group() needs ids');
+  checkProps(traits);
   const edit = (e) => Object.assign(e, { type: 'group', name: undefined, group_type: groupType, group_key: groupKey });
-  record((at) => trackCore('$group', traits, at, edit));
+  record(3, '$group', traits, edit);
 }
 
 /** Super properties: added to every later `track` and `page` event (their own properties win). */
 export function register(properties) {
-  if (!properties || typeof properties !== 'object' || Array.isArray(properties)) {
-    throw new Error('nexus: properties must be a plain object');
-  }
-  supers = { ...supers, ...properties };
-  enqueue(saveSupers);
+  checkProps(properties || 0); // required here: 0, like any non-object, is refused
+  const added = { ...properties };
+  enqueue(() => {
+    supers = { ...supers, ...added };
+    saveSupers();
+  });
 }
 
 /** Removes one super property. */
 export function unregister(name) {
-  if (supers) {
-    delete supers[name];
-    if (!Object.keys(supers).length) supers = undefined;
-  }
-  enqueue(saveSupers);
+  enqueue(() => {
+    if (supers) {
+      delete supers[name];
+      if (!Object.keys(supers).length) supers = undefined;
+    }
+    saveSupers();
+  });
 }
 
 /** Logout: forgets the user id and super properties; later events get a new anonymous id and session. */
 export function reset() {
-  supers = undefined;
   enqueue(() => {
+    supers = undefined;
     resetCore();
     saveSupers();
   });
@@ -404,14 +536,15 @@ export function reset() {
 export function optIn() {
   enqueue(() => {
     optInCore();
+    adoptOrphans();
     if (supers) saveSupers();
   });
 }
 
 /** Consent refused or withdrawn: nothing more is recorded or sent, and the SDK's storage is cleared. */
 export function optOut() {
-  supers = undefined;
   enqueue(() => {
+    supers = undefined;
     optOutCore();
     saveSupers();
   });
@@ -426,7 +559,8 @@ export function flush() {
         flushCore(done);
         return true;
       },
-      { resolve, reject },
+      resolve,
+      reject,
     ),
   );
 }

@@ -45,6 +45,7 @@ describe('api', () => {
         key: 'wk_test', endpoint: 'COLLECTOR', flushAt: 100, flushIntervalMs: 60000, debug: true,
         beforeSend(e) {
           if (e.name === 'secret') return null;
+          if (e.name === 'boom') throw new Error('scrubber failed');
           if (e.properties?.email) e.properties.email = '[redacted]';
           return e;
         },
@@ -64,6 +65,7 @@ describe('api', () => {
         n.alias('x', 'y');
         n.group('company', 'acme', { seats: 3 });
         n.track('secret');
+        n.track('boom');
         n.track('b', { email: 'a@example.com' });
         const out = [];
         for (const bad of [() => n.alias(''), () => n.group('company'), () => n.register([1])]) {
@@ -77,8 +79,8 @@ describe('api', () => {
         return out;
       });
       assert.deepEqual(thrown, [
-        'true:nexus: alias() needs ids of 1..200 bytes',
-        'true:nexus: group() needs ids of 1..200 bytes',
+        'true:nexus: alias() needs ids (1..200 bytes)',
+        'true:nexus: group() needs ids (1..200 bytes)',
         'true:nexus: properties must be a plain object',
       ]);
       const events = servers.accepted();
@@ -105,6 +107,9 @@ describe('api', () => {
       assert.deepEqual(b.properties, { plan: 'pro', email: '[redacted]' }, 'beforeSend edited it; app unregistered');
       for (const e of events) assert.ok(isUuidV7(e.id));
       assert.equal(new Set(events.map((e) => e.id)).size, 6);
+
+      // A hook that throws drops its event, and its error is on the console (its caller is gone).
+      assert.ok(logs.some((l) => l.type === 'error' && l.text.includes('scrubber failed')), 'the hook error is logged');
 
       // debug: the body of every request is on the console, after beforeSend.
       const sent = logs.filter((l) => l.text.startsWith('nexus: send '));
@@ -233,7 +238,33 @@ describe('api', () => {
     }
   });
 
-  test('the stored queue is written once per task, not per track(), and still before the page goes', async () => {
+  test('in a hidden page the events of a task are built and stored on a microtask, not a timer', async () => {
+    const servers = await startServers({ pages: { '/h': testPage({ flushAt: 1000, flushIntervalMs: 600_000 }) } });
+    const { context, page, errors } = await open();
+    try {
+      // A background tab: timers may be throttled, and the page frozen or discarded before one fires.
+      await context.addInitScript(() => Object.defineProperty(document, 'hidden', { get: () => true }));
+      await page.goto(`${servers.siteOrigin}/h`);
+      await page.evaluate(() => window.nexusReady);
+      const stored = await page.evaluate(async () => {
+        const lines = () =>
+          Object.keys(localStorage)
+            .filter((k) => k.startsWith('nexus_queue'))
+            .flatMap((k) => localStorage.getItem(k).split('\n'));
+        window.nexus.track('in_background');
+        const sync = lines().length;
+        await Promise.resolve();
+        return { sync, microtask: lines().filter((l) => l.includes('in_background')).length };
+      });
+      assert.deepEqual(stored, { sync: 0, microtask: 1 });
+      assert.deepEqual(errors, []);
+    } finally {
+      await context.close();
+      await servers.close();
+    }
+  });
+
+  test('track() only queues; the events of a task are built and stored once, after it, and still before the page goes', async () => {
     const servers = await startServers({
       pages: {
         '/q': testPage(
@@ -249,12 +280,16 @@ describe('api', () => {
     });
     const { context, page, errors } = await open();
     try {
-      // Counts writes of the queue key, from the page's first script on.
+      // Counts writes (and characters written) of the queue's keys, from the page's first script on.
       await context.addInitScript(() => {
         window.queueWrites = 0;
+        window.queueChars = 0;
         const setItem = Storage.prototype.setItem;
         Storage.prototype.setItem = function (key, value) {
-          if (key.startsWith('nexus_queue')) window.queueWrites++;
+          if (key.startsWith('nexus_queue')) {
+            window.queueWrites++;
+            window.queueChars += value.length;
+          }
           return setItem.call(this, key, value);
         };
       });
@@ -262,22 +297,32 @@ describe('api', () => {
       await page.evaluate(() => window.nexusReady);
       const counts = await page.evaluate(async () => {
         const before = window.queueWrites;
+        const props = { i: 0 };
         for (let i = 0; i < 500; i++) window.nexus.track('burst', { i });
-        const sync = window.queueWrites - before;
+        // Properties are read at the end of the task: a change made in it is what is sent.
+        window.nexus.track('mutated', props);
+        props.i = 1;
         await Promise.resolve();
-        const after = window.queueWrites - before;
-        const key = Object.keys(localStorage).find((k) => k.startsWith('nexus_queue'));
-        return { sync, after, lines: localStorage.getItem(key).split('\n').length };
+        const microtask = window.queueWrites - before;
+        await new Promise((r) => setTimeout(r));
+        const keys = Object.keys(localStorage).filter((k) => k.startsWith('nexus_queue'));
+        const lines = keys.map((k) => localStorage.getItem(k).split('\n')).flat();
+        const chars = lines.reduce((n, l) => n + l.length + 1, 0);
+        return { microtask, writes: window.queueWrites - before, chunks: keys.length, lines: lines.length, once: window.queueChars <= chars };
       });
-      assert.deepEqual(counts, { sync: 0, after: 1, lines: 500 }, 'one write of all 500, after the task');
+      assert.equal(counts.microtask, 0, 'nothing done in the task that tracked, nor on its microtask');
+      assert.equal(counts.lines, 501);
+      assert.equal(counts.writes, counts.chunks, 'each chunk written once, after the task');
+      assert.ok(counts.once, 'each event written once');
 
       await page.evaluate(() => window.nexus.flush());
-      await waitFor(() => servers.acceptedIds().size >= 500, 5000, 'the burst');
+      await waitFor(() => servers.acceptedIds().size >= 501, 5000, 'the burst');
+      assert.equal(servers.accepted().find((e) => e.name === 'mutated').properties.i, 1);
       // A page that tracks and leaves in the same task (a click handler): the pagehide beacon
       // still carries the event.
       await Promise.all([page.waitForURL(`${servers.siteOrigin}/away`, { waitUntil: 'commit' }), page.click('#leave')]);
       await waitFor(() => servers.accepted().some((e) => e.name === 'last_words'), 5000, 'the last event');
-      assert.equal(servers.acceptedIds().size, 501);
+      assert.equal(servers.acceptedIds().size, 502);
       assert.deepEqual(errors, []);
     } finally {
       await context.close();

@@ -9,6 +9,7 @@ import http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 
 const PACKAGE_DIR = fileURLToPath(new URL('..', import.meta.url));
@@ -54,10 +55,11 @@ function listen(server) {
  * @param {number} [options.wasmDelayMs] delay before serving the .wasm (to test calls made before load)
  * @param {Record<string, string | { html: string, headers?: Record<string, string> }>} [options.pages] extra
  *   pages: path -> HTML, or HTML with extra response headers (a CSP); `COLLECTOR` in it is replaced
+ * @param {string} [options.root] the folder the site serves (default: the package folder, npm/)
  */
-export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {} } = {}) {
+export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {}, root = PACKAGE_DIR } = {}) {
   const script = [...statuses];
-  /** Every POST to /v1/batch: { status, key, contentType, mode, body, ids, at } */
+  /** Every POST to /v1/batch: { status, key, contentType, mode, gzip, bytes, body, ids, at } */
   const requests = [];
   /** Every OPTIONS request: a preflight the SDK should never cause. */
   const preflights = [];
@@ -87,7 +89,15 @@ export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {} 
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8');
+      // As the edge does: `?compression=gzip` (or the header) says the body is gzip.
+      const raw = Buffer.concat(chunks);
+      const gzip = url.searchParams.get('compression') === 'gzip' || req.headers['content-encoding'] === 'gzip';
+      let text;
+      try {
+        text = (gzip ? gunzipSync(raw) : raw).toString('utf8');
+      } catch {
+        text = '';
+      }
       let body;
       try {
         body = JSON.parse(text);
@@ -103,6 +113,9 @@ export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {} 
         contentType: req.headers['content-type'],
         // `no-cors` for sendBeacon, `cors` for the SDK's fetch: tells the two routes apart.
         mode: req.headers['sec-fetch-mode'],
+        gzip,
+        /** Bytes on the wire (the body as sent). */
+        bytes: raw.length,
         body,
         ids: events.map((e) => e.id),
         at: Date.now(),
@@ -132,8 +145,8 @@ export async function startServers({ statuses = [], wasmDelayMs = 0, pages = {} 
       res.end(html.replaceAll('COLLECTOR', collectorOrigin));
       return;
     }
-    const file = normalize(join(PACKAGE_DIR, path.endsWith('/') ? `${path}index.html` : path));
-    if (!file.startsWith(PACKAGE_DIR)) {
+    const file = normalize(join(root, path.endsWith('/') ? `${path}index.html` : path));
+    if (!file.startsWith(root)) {
       res.writeHead(403);
       res.end();
       return;

@@ -5,14 +5,15 @@
 //!   the `Transport` and `Clock` traits), [`identity`] (anonymous id, user id, session behind a
 //!   `Storage` trait), [`consent`] (what may be stored and sent) and [`wire`] (UUID v7,
 //!   timestamps, argument checks);
-//! - `web` (wasm32 only): the web-sys implementations of those traits, the page context, the
-//!   event builder and the functions exported to JavaScript (`init`, `track`, `page`,
-//!   `identify`, `flush`, `optIn`, `optOut`, `reset`, `tick`, `adopt`), proven by
-//!   `tests/browser.rs` in headless Chromium and by the Playwright tests in npm/test.
+//! - `web` (wasm32 only): the web-sys implementations of those traits, the event builder and
+//!   the functions exported to JavaScript (`init`, `run`, `flush`, `optIn`, `optOut`, `reset`,
+//!   `tick`, `answer`, `adopt`), proven by `tests/browser.rs` in headless Chromium and by the
+//!   Playwright tests in npm/test.
 //!
-//! Cookieless mode, sampling (`wire::sampled`) and `beforeSend` live in the core; `alias`,
-//! `group`, super properties, autocapture and the stub snippet live in the npm loader, where an
-//! app's bundler drops what the app does not call (the size budget is measured that way).
+//! Cookieless mode, sampling (`wire::sampled`) and `beforeSend` live in the core; the call
+//! queue, the page context, the transport (fetch, gzip, beacons), `alias`, `group`, super
+//! properties, autocapture and the stub snippet live in the npm loader, where they are smaller
+//! and an app's bundler drops what the app does not call (the size budget is measured that way).
 //!
 //! The npm package in `npm/` wraps the wasm-bindgen output with a small loader.
 
@@ -32,8 +33,3 @@ pub mod web;
 #[global_allocator]
 static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
     lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
-
-/// Library name sent in `context.library.name`.
-pub const LIBRARY_NAME: &str = "nexus-js";
-/// Library version sent in `context.library.version` (the crate's, which the npm package shares).
-pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -24,15 +24,24 @@ use protocol::limits::{MAX_BATCH_BYTES, MAX_EVENTS_PER_BATCH};
 use protocol::retry::should_retry;
 
 pub use crate::identity::Storage;
-use crate::wire::rfc3339_ms;
+use crate::wire::{push_padded, rfc3339_ms};
 
 /// Largest body handed to `navigator.sendBeacon` or to a `keepalive` fetch. Browsers cap the
 /// bytes of all such requests in flight at 64 KiB per page; the margin leaves room for others.
 pub const BEACON_MAX_BYTES: usize = 60 * 1024;
 
-/// `localStorage` key of the persisted queue: the events' JSON, one per line (`JSON.stringify`
-/// never writes a raw newline, so a line is always one whole event).
+/// `localStorage` key of the persisted queue, or rather the start of its keys: the queue is
+/// stored in chunks, `<key>.<n>` (see [`Sender::persist_pending`]), each the JSON of its events,
+/// one per line (`JSON.stringify` never writes a raw newline, so a line is always one whole
+/// event).
 pub const QUEUE_KEY: &str = "nexus_queue";
+
+/// Largest stored chunk of the queue, in bytes of JSON. Storing costs what is written, and
+/// `localStorage` can only write whole values: one value for the whole queue made a burst of
+/// n events cost n² bytes of writes (the queue was rewritten after every answer). In chunks,
+/// an event is written about once: a chunk is rewritten only while it is the newest and still
+/// growing, or when some, not all, of its events are settled.
+pub const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Longest wait between retries, and the most of a `Retry-After` the SDK honours (a larger one
 /// is more likely a misconfiguration than a plan, and the events would wait in storage anyway).
@@ -148,23 +157,34 @@ pub struct Config {
     /// The first retry waits up to this long; each failure in a row doubles the window, up to
     /// [`MAX_BACKOFF_MS`]. Until then nothing is sent, not even by an explicit flush.
     pub retry_base_ms: u64,
+    /// Bytes of event JSON per stored chunk (see [`CHUNK_BYTES`]).
+    pub chunk_bytes: usize,
 }
 
 impl Default for Config {
     fn default() -> Config {
         // Room for a burst of 10,000 events, whole, while its batches go out one at a time.
-        Config { flush_at: 20, max_queued: 20_000, max_bytes: 8 << 20, max_attempts: 5, retry_base_ms: 5000 }
+        Config {
+            flush_at: 20,
+            max_queued: 20_000,
+            max_bytes: 8 << 20,
+            max_attempts: 5,
+            retry_base_ms: 5000,
+            chunk_bytes: CHUNK_BYTES,
+        }
     }
 }
 
 /// One queued event. `flight` is 0 while it waits, else the number of the batch that carries
-/// it; `beaconed` marks a batch handed to `sendBeacon`, which never answers.
+/// it; `beaconed` marks a batch handed to `sendBeacon`, which never answers; `chunk` is the
+/// stored chunk it belongs to (never decreasing along the queue).
 #[derive(Debug)]
 struct Pending {
     json: String,
     attempts: u8,
     flight: u32,
     beaconed: bool,
+    chunk: u32,
 }
 
 /// Events taken out of the queue for one request; their fate comes back through
@@ -212,6 +232,11 @@ pub struct Queue {
     delivered: u32,
     drops: Drops,
     reported: u32,
+    /// The chunk new events go to, and its bytes so far.
+    chunk: u32,
+    chunk_bytes: usize,
+    /// Chunks whose stored copy no longer matches the queue (events added or removed).
+    touched: Vec<u32>,
 }
 
 impl Queue {
@@ -227,10 +252,52 @@ impl Queue {
             delivered: 0,
             drops: Drops::default(),
             reported: 0,
+            chunk: 0,
+            chunk_bytes: 0,
+            touched: Vec::new(),
         }
     }
 
-    /// Adds the events of a [`Queue::snapshot`] (an earlier page's), all waiting: in-flight and
+    /// Notes that chunk `chunk` changed. Neighbouring events share chunks, so checking the last
+    /// one keeps the list short.
+    fn touch(&mut self, chunk: u32) {
+        if self.touched.last() != Some(&chunk) {
+            self.touched.push(chunk);
+        }
+    }
+
+    /// Marks every chunk as changed (consent granted: nothing was stored yet).
+    pub fn touch_all(&mut self) {
+        let chunks: Vec<u32> = self.events.iter().map(|e| e.chunk).collect();
+        for chunk in chunks {
+            self.touch(chunk);
+        }
+    }
+
+    /// The chunks changed since the last call, each with the JSON lines of its events now
+    /// (empty: nothing left, remove it), in one walk of the queue.
+    ///
+    /// Linear searches rather than a sort and a binary search: the list is short (a few chunks
+    /// per task or answer), and the standard sort is 2 KiB of wasm.
+    pub fn take_touched(&mut self) -> Vec<(u32, String)> {
+        let mut out: Vec<(u32, String)> = Vec::new();
+        for chunk in std::mem::take(&mut self.touched) {
+            if !out.iter().any(|(c, _)| *c == chunk) {
+                out.push((chunk, String::new()));
+            }
+        }
+        for event in &self.events {
+            if let Some((_, text)) = out.iter_mut().find(|(c, _)| *c == event.chunk) {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&event.json);
+            }
+        }
+        out
+    }
+
+    /// Adds stored events (a chunk an earlier page left: JSON lines), all waiting: in-flight and
     /// beaconed ones included, since their answer never came. Lines that are not a JSON object
     /// (a damaged value) are skipped: the server would refuse them.
     pub fn load(&mut self, saved: &str) {
@@ -248,18 +315,6 @@ impl Queue {
                 start = i + 1;
             }
         }
-    }
-
-    /// Every event kept, waiting or in flight, one JSON text per line: what survives a reload.
-    pub fn snapshot(&self) -> String {
-        let mut out = String::with_capacity(self.bytes + self.events.len());
-        for (i, event) in self.events.iter().enumerate() {
-            if i > 0 {
-                out.push('\n');
-            }
-            out.push_str(&event.json);
-        }
-        out
     }
 
     /// Events waiting to be sent (not counting those in flight or beaconed).
@@ -284,6 +339,7 @@ impl Queue {
 
     /// Forgets every event (consent withdrawn).
     pub fn clear(&mut self) {
+        self.touch_all();
         self.events.clear();
         self.bytes = 0;
     }
@@ -324,12 +380,20 @@ impl Queue {
     }
 
     fn add(&mut self, json: String) {
+        if self.chunk_bytes > 0 && self.chunk_bytes + json.len() > self.config.chunk_bytes {
+            self.chunk += 1;
+            self.chunk_bytes = 0;
+        }
+        self.chunk_bytes += json.len();
         self.bytes += json.len();
-        self.events.push_back(Pending { json, attempts: 0, flight: 0, beaconed: false });
+        let chunk = self.chunk;
+        self.touch(chunk);
+        self.events.push_back(Pending { json, attempts: 0, flight: 0, beaconed: false, chunk });
         // Oldest first, in flight or not: a request's answer for a dropped event finds nothing.
         while self.events.len() > self.config.max_queued || self.bytes > self.config.max_bytes {
             let Some(old) = self.events.pop_front() else { break };
             self.bytes -= old.json.len();
+            self.touch(old.chunk);
             self.drops.add(DropReason::QueueFull, 1);
         }
     }
@@ -344,6 +408,7 @@ impl Queue {
         for event in std::mem::take(&mut self.events) {
             if gone(&event) {
                 self.bytes -= event.json.len();
+                self.touch(event.chunk);
                 removed += 1;
             } else {
                 self.events.push_back(event);
@@ -453,8 +518,6 @@ pub struct Flushed {
 pub struct Pushed {
     /// A flush is due (`flush_at` reached and no retry delay running).
     pub due: bool,
-    /// The first unsaved event since the last write: schedule one [`Sender::persist_pending`].
-    pub persist: bool,
 }
 
 /// The queue with its transport, clock and storage, shared (`Rc`) by everything that may
@@ -472,72 +535,67 @@ pub struct Sender<T, C, S> {
     pub storage: S,
     /// False while consent is pending or denied: nothing is sent, not even beacons.
     pub sending: Cell<bool>,
-    /// True when the stored queue lags behind the one in memory (see [`Sender::push`]).
-    dirty: Cell<bool>,
-    /// The storage key of this sender's queue: [`QUEUE_KEY`], or `nexus_queue:<tab>` when each
-    /// tab keeps its own (see npm/src/index.js: a tab never sends another live tab's events).
+    /// The storage key of this sender's queue, before `.<chunk>`: [`QUEUE_KEY`], or
+    /// `nexus_queue:<tab>` when each tab keeps its own (see npm/src/index.js: a tab never sends
+    /// another live tab's events).
     key: String,
 }
 
 impl<T: Transport + 'static, C: Clock + 'static, S: Storage + 'static> Sender<T, C, S> {
-    /// A sender for `queue`, stored under `key`, which first takes in what an earlier page
-    /// left there.
-    pub fn new(mut queue: Queue, transport: T, clock: C, storage: S, key: String) -> Rc<Self> {
-        if let Some(saved) = storage.get(&key) {
-            queue.load(&saved);
-        }
-        Rc::new(Sender {
-            queue: RefCell::new(queue),
-            transport,
-            clock,
-            storage,
-            sending: Cell::new(true),
-            dirty: Cell::new(false),
-            key,
-        })
+    /// A sender for `queue`, stored under `key`. What earlier pages left is not read here:
+    /// the loader hands it over with [`Sender::adopt`] (npm/src/index.js finds every chunk).
+    pub fn new(queue: Queue, transport: T, clock: C, storage: S, key: String) -> Rc<Self> {
+        Rc::new(Sender { queue: RefCell::new(queue), transport, clock, storage, sending: Cell::new(true), key })
     }
 
-    /// Writes the queue to storage. Called after every answer and, through
-    /// [`Sender::persist_pending`], after the events of one task, not at unload: a tab that
-    /// crashes or is killed gets no unload event.
+    /// The storage key of chunk `chunk`: `<key>.<chunk>`.
+    pub fn chunk_key(&self, chunk: u32) -> String {
+        let mut key = String::with_capacity(self.key.len() + 6);
+        key.push_str(&self.key);
+        key.push('.');
+        push_padded(&mut key, u64::from(chunk), 1);
+        key
+    }
+
+    /// Writes every chunk (consent granted: what was held in memory is stored now).
     pub fn persist(&self) {
-        self.dirty.set(false);
-        let saved = self.queue.borrow().snapshot();
-        self.storage.set(&self.key, &saved);
+        self.queue.borrow_mut().touch_all();
+        self.persist_pending();
     }
 
-    /// Writes the queue if events were pushed since the last write (the microtask that
-    /// [`Sender::push`] asks for, and the page's `pagehide`).
+    /// Writes the chunks that changed since the last write, and removes those left empty.
+    /// Called after the events of one task (the loader's `run`), after every answer, and
+    /// before beacons; not only at unload: a tab that crashes or is killed gets no unload event.
     pub fn persist_pending(&self) {
-        if self.dirty.get() {
-            self.persist();
+        let touched = self.queue.borrow_mut().take_touched();
+        for (chunk, text) in touched {
+            let key = self.chunk_key(chunk);
+            if text.is_empty() {
+                self.storage.remove(&key);
+            } else {
+                self.storage.set(&key, &text);
+            }
         }
     }
 
     /// Forgets every event, in memory and in storage (consent withdrawn).
     pub fn forget(&self) {
         self.queue.borrow_mut().clear();
-        self.storage.remove(&self.key);
+        self.persist_pending();
     }
 
-    /// Takes over the queue another tab left (a [`Queue::snapshot`]) and stores it as ours.
-    /// The caller removes the other key only after this: a crash in between duplicates, never
-    /// loses.
+    /// Takes over stored events another tab or page left (the JSON lines of a chunk, or of a
+    /// whole queue as older versions stored it) and stores them as ours. The caller removes the
+    /// other key only after this: a crash in between duplicates, never loses.
     pub fn adopt(&self, saved: &str) {
         self.queue.borrow_mut().load(saved);
-        self.persist();
+        self.persist_pending();
     }
 
-    /// Queues one event; the queue is stored later, by [`Sender::persist_pending`].
-    ///
-    /// Writing the whole queue on every `track()` made a burst of n events cost n² bytes of
-    /// `localStorage` writes on the main thread. The caller runs `persist_pending` on a
-    /// microtask when [`Pushed::persist`] says so: once per task, however many events it
-    /// tracked, and still before the browser can run anything else (an unload included), so a
-    /// tracked event is stored as surely as before.
+    /// Queues one event; the queue is stored later, by [`Sender::persist_pending`]: once for
+    /// all the events the loader hands over together (see `run` in web/api.rs).
     pub fn push(&self, json: String) -> Pushed {
-        let due = self.queue.borrow_mut().push(json, self.clock.now_ms());
-        Pushed { due, persist: !self.dirty.replace(true) }
+        Pushed { due: self.queue.borrow_mut().push(json, self.clock.now_ms()) }
     }
 
     /// Sends everything waiting, one batch at a time, until nothing waits or a send fails in
@@ -567,7 +625,7 @@ impl<T: Transport + 'static, C: Clock + 'static, S: Storage + 'static> Sender<T,
         let this = Rc::clone(self);
         let on_answer = move |outcome| {
             let settled = this.queue.borrow_mut().settle(batch, outcome, this.clock.now_ms(), this.clock.random());
-            this.persist();
+            this.persist_pending();
             match settled {
                 Settled::Delivered(n) => report.delivered += n,
                 // A refused batch says nothing about the next one: go on.
@@ -588,9 +646,8 @@ impl<T: Transport + 'static, C: Clock + 'static, S: Storage + 'static> Sender<T,
 
     /// Hands everything waiting to the browser as beacons, for a page that may be going away.
     /// Stops at the first beacon the browser refuses; those events stay waiting. Beaconed
-    /// events stay stored (see the module comment): events pushed in this very task (a
-    /// `pagehide` listener that tracks) are written now, not on a microtask that a closing
-    /// page may never run.
+    /// events stay stored (see the module comment), and events not written yet are written
+    /// first: a closing page may run nothing after this.
     pub fn flush_beacon(&self) -> usize {
         self.persist_pending();
         let mut sent = 0;
@@ -703,10 +760,35 @@ mod tests {
         sender_on(config, transport, MemStorage::default())
     }
 
-    /// A sender over `storage` (a page load that finds what earlier ones left).
+    thread_local! {
+        static PAGES: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// The order of stored queue keys: by page (`nexus_queue:<page>`), then by chunk number.
+    fn key_order(key: &str) -> (u32, u32) {
+        let (queue, chunk) = key.split_once('.').unwrap_or((key, "0"));
+        let page = queue.trim_start_matches(|c: char| !c.is_ascii_digit());
+        (page.parse().unwrap_or(0), chunk.parse().unwrap())
+    }
+
+    /// The stored queue keys, in [`key_order`].
+    fn queue_keys(storage: &MemStorage) -> Vec<String> {
+        let mut keys: Vec<String> = storage.0.borrow().keys().filter(|k| k.starts_with(QUEUE_KEY)).cloned().collect();
+        keys.sort_by_key(|k| key_order(k));
+        keys
+    }
+
+    /// A sender over `storage`: a page load, with its own key, that takes over what earlier
+    /// ones left, as the loader does (npm/src/index.js: adopt each chunk, then remove it).
     fn sender_on(config: Config, transport: FakeTransport, storage: MemStorage) -> TestSender {
         let clock = FakeClock { now: Cell::new(T0), random: Cell::new(u32::MAX) };
-        Sender::new(Queue::new(config), transport, clock, storage, QUEUE_KEY.to_owned())
+        let page = PAGES.with(|p| p.replace(p.get() + 1));
+        let s = Sender::new(Queue::new(config), transport, clock, storage.clone(), format!("{QUEUE_KEY}:{page}"));
+        for key in queue_keys(&storage) {
+            s.adopt(&storage.get(&key).unwrap());
+            storage.remove(&key);
+        }
+        s
     }
 
     fn advance(s: &TestSender, ms: u64) {
@@ -721,7 +803,7 @@ mod tests {
         out.get().expect("the fake transport answers synchronously")
     }
 
-    /// Pushes one event and runs the microtask the web layer would schedule.
+    /// Pushes one event and stores it, as the end of the web layer's `run` does.
     fn push(s: &TestSender, n: usize) -> bool {
         let pushed = s.push(event(n));
         s.persist_pending();
@@ -747,12 +829,16 @@ mod tests {
     }
 
     /// Ids of the events in the stored queue, in order.
+    /// Ids of every stored event, chunk after chunk.
     fn stored_ids(storage: &MemStorage) -> Vec<String> {
-        let saved = storage.get(QUEUE_KEY).unwrap_or_default();
-        if saved.is_empty() {
-            return Vec::new();
-        }
-        ids(&format!(r#"{{"sent_at":"2026-12-01T10:00:00.000Z","batch":[{}]}}"#, saved.replace('\n', ",")))
+        let chunks: Vec<String> = queue_keys(storage).iter().map(|k| storage.get(k).unwrap()).collect();
+        assert!(chunks.iter().all(|c| !c.is_empty()), "an empty chunk is removed, not stored");
+        // Batches of at most 1000 lines: the protocol's parser checks each (and its limits).
+        let lines: Vec<&str> = chunks.iter().flat_map(|c| c.lines()).collect();
+        lines
+            .chunks(1000)
+            .flat_map(|part| ids(&format!(r#"{{"sent_at":"2026-12-01T10:00:00.000Z","batch":[{}]}}"#, part.join(","))))
+            .collect()
     }
 
     const S503: Outcome = Outcome::Status(503);
@@ -1105,11 +1191,12 @@ mod tests {
         assert_eq!(page4.transport.accepted_ids(), expected_ids(7..8));
     }
 
-    /// Counts the writes of the queue key: the cost `push` must not pay per event.
+    /// Counts the writes (and bytes written): the cost `push` must not pay per event.
     #[derive(Clone, Default)]
     struct CountingStorage {
         inner: MemStorage,
         writes: Rc<Cell<usize>>,
+        bytes: Rc<Cell<usize>>,
     }
 
     impl Storage for CountingStorage {
@@ -1118,6 +1205,7 @@ mod tests {
         }
         fn set(&self, key: &str, value: &str) {
             self.writes.set(self.writes.get() + 1);
+            self.bytes.set(self.bytes.get() + value.len());
             self.inner.set(key, value);
         }
         fn remove(&self, key: &str) {
@@ -1131,24 +1219,48 @@ mod tests {
         let clock = FakeClock { now: Cell::new(T0), random: Cell::new(u32::MAX) };
         let config = Config { flush_at: 100, ..Config::default() };
         let s = Sender::new(Queue::new(config), FakeTransport::default(), clock, storage.clone(), QUEUE_KEY.into());
-        // (events pushed in one task, whether each push asks for the microtask)
-        let asks: Vec<bool> = (0..50).map(|n| s.push(event(n)).persist).collect();
-        assert_eq!(asks.iter().filter(|a| **a).count(), 1, "one microtask for the whole task");
-        assert!(asks[0]);
+        // (the events of one task, handed over in one `run`)
+        for n in 0..50 {
+            s.push(event(n));
+        }
         assert_eq!(storage.writes.get(), 0, "nothing written per event");
         s.persist_pending();
-        assert_eq!(storage.writes.get(), 1);
+        assert_eq!(storage.writes.get(), 1, "one chunk, written once");
         assert_eq!(stored_ids(&storage.inner), expected_ids(0..50));
         s.persist_pending();
-        assert_eq!(storage.writes.get(), 1, "a second microtask with nothing new writes nothing");
-        // The next task asks again.
-        assert!(s.push(event(50)).persist);
+        assert_eq!(storage.writes.get(), 1, "nothing new: nothing written");
+        s.push(event(50));
         // A page going away in the same task as a push: the beacon path stores it first, so an
         // unanswered beacon's events are still there for the next page.
         s.transport.beacon_quota.set(1);
         assert_eq!(s.flush_beacon(), 51);
         assert_eq!(stored_ids(&storage.inner), expected_ids(0..51));
         assert_eq!(storage.writes.get(), 2);
+    }
+
+    #[test]
+    fn a_burst_is_written_about_once_in_chunks() {
+        let storage = CountingStorage::default();
+        let clock = FakeClock { now: Cell::new(T0), random: Cell::new(u32::MAX) };
+        let size = event(0).len();
+        let config = Config { flush_at: 100_000, max_queued: 100_000, chunk_bytes: size * 64, ..Config::default() };
+        let s = Sender::new(Queue::new(config), FakeTransport::default(), clock, storage.clone(), QUEUE_KEY.into());
+        for n in 0..3000 {
+            s.push(event(n));
+        }
+        s.persist_pending();
+        let total: usize = (0..3000).map(|n| event(n).len() + 1).sum();
+        assert!(storage.bytes.get() <= total, "each event written once: {} of {total}", storage.bytes.get());
+        assert_eq!(stored_ids(&storage.inner), expected_ids(0..3000));
+        assert!(queue_keys(&storage.inner).len() >= 3000 / 64, "in chunks of at most 64 events");
+        // Three batches of 1000: whole chunks are removed, at most the one a batch cuts through
+        // is rewritten. One value for the whole queue wrote it again after each answer.
+        let report = Rc::new(Cell::new(Flushed::default()));
+        let slot = Rc::clone(&report);
+        s.flush(move |r| slot.set(r));
+        assert_eq!((report.get().requests, report.get().delivered), (3, 3000));
+        assert!(storage.bytes.get() <= total + 3 * 64 * (size + 1), "{} bytes written", storage.bytes.get());
+        assert_eq!(queue_keys(&storage.inner), Vec::<String>::new(), "acknowledged: every chunk removed");
     }
 
     #[test]
@@ -1164,16 +1276,16 @@ mod tests {
         push(&a, 0);
         push(&b, 1);
         push(&a, 2);
-        // Each tab writes only its key: neither overwrites the other.
-        assert_eq!(storage.get("nexus_queue:a").unwrap().lines().count(), 2);
-        assert_eq!(storage.get("nexus_queue:b").unwrap().lines().count(), 1);
+        // Each tab writes only its keys: neither overwrites the other.
+        assert_eq!(storage.get("nexus_queue:a.0").unwrap().lines().count(), 2);
+        assert_eq!(storage.get("nexus_queue:b.0").unwrap().lines().count(), 1);
         // Tab a closes unsent; b adopts its queue (the loader holds a's lock meanwhile).
-        let orphan = storage.get("nexus_queue:a").unwrap();
+        let orphan = storage.get("nexus_queue:a.0").unwrap();
         b.adopt(&orphan);
-        assert_eq!(storage.get("nexus_queue:b").unwrap().lines().count(), 3, "stored as b's first");
+        assert_eq!(storage.get("nexus_queue:b.0").unwrap().lines().count(), 3, "stored as b's first");
         flush_now(&b);
         assert_eq!(b.transport.accepted_ids(), [expected_ids(1..2), expected_ids(0..1), expected_ids(2..3)].concat());
-        assert_eq!(storage.get("nexus_queue:b").as_deref(), Some(""));
+        assert_eq!(storage.get("nexus_queue:b.0"), None, "acknowledged: removed");
     }
 
     #[test]
@@ -1190,7 +1302,7 @@ mod tests {
         push(&s, 1);
         s.forget();
         assert_eq!(s.queue.borrow().kept(), 0);
-        assert_eq!(s.storage.get(QUEUE_KEY), None);
+        assert_eq!(queue_keys(&s.storage), Vec::<String>::new());
         assert!(s.transport.beacons.borrow().is_empty());
         assert_eq!(s.transport.accepted_ids(), expected_ids(0..1));
     }

@@ -4,7 +4,7 @@
 //! gzipped wasm (see shared/toolchain.md), half of the SDK's budget, for a few fixed layouts that
 //! take twenty lines each to write by hand.
 
-use protocol::limits::{MAX_ID_LEN, MAX_NAME_LEN};
+use protocol::limits::MAX_ID_LEN;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -105,18 +105,6 @@ pub fn push_padded(out: &mut String, mut n: u64, width: usize) {
     }
 }
 
-/// Cuts `s` to at most `max` bytes on a character boundary. The edge rejects a whole event whose
-/// context string is too long, so a huge URL is better trimmed than lost with its event.
-pub fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while end > 0 && !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-}
-
 /// Parses a non-empty run of ASCII digits (at most 19, so no overflow). Works on bytes so
 /// callers can cut their input with `get` instead of `&s[..]`/`split_once`, whose
 /// char-boundary panic message pulls in `core::fmt` (about 2 KiB, see the module comment).
@@ -138,11 +126,6 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 /// at most [`MAX_ID_LEN`] bytes.
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_LEN
-}
-
-/// True for an event name the protocol accepts: non-empty and at most [`MAX_NAME_LEN`] bytes.
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_NAME_LEN
 }
 
 /// Whether the person with anonymous id `id` is in a sample of `rate` (0 to 1) of all persons.
@@ -217,19 +200,6 @@ mod tests {
     }
 
     #[test]
-    fn truncate_on_char_boundary() {
-        let check = |s: &str, max: usize, expected: &str| {
-            let mut s = s.to_owned();
-            truncate(&mut s, max);
-            assert_eq!(s, expected);
-        };
-        check("abc", 5, "abc");
-        check("abc", 2, "ab");
-        check("aé", 2, "a"); // é is two bytes: never cut in half
-        check("", 0, "");
-    }
-
-    #[test]
     fn parse_numbers() {
         let check = |s: &str, expected: Option<u64>| assert_eq!(parse_u64(s.as_bytes()), expected, "{s:?}");
         check("0", Some(0));
@@ -248,9 +218,6 @@ mod tests {
         assert!(!valid_id(""));
         assert!(valid_id(&"x".repeat(MAX_ID_LEN)));
         assert!(!valid_id(&"x".repeat(MAX_ID_LEN + 1)));
-        assert!(valid_name("signup"));
-        assert!(!valid_name(""));
-        assert!(!valid_name(&"n".repeat(MAX_NAME_LEN + 1)));
     }
 
     #[test]

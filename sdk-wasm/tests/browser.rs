@@ -9,7 +9,7 @@
 use js_sys::{Array, Date, Function, Promise, Reflect, JSON};
 use nexus_sdk::identity::{Identity, Storage, ANON_KEY, SESSION_KEY, SESSION_TIMEOUT_MS};
 use nexus_sdk::queue::QUEUE_KEY;
-use nexus_sdk::web::{api, context, platform};
+use nexus_sdk::web::{api, platform};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -89,76 +89,18 @@ fn uuid_v7_format_version_bits_and_time() {
     }
 }
 
-#[wasm_bindgen_test]
-fn context_fields_are_collected() {
-    let window: JsValue = web_sys::window().unwrap().into();
-    let history = get(&window, "history");
-    let replace: Function = get(&history, "replaceState").dyn_into().unwrap();
-    let original = get_str(&window, "location.href").unwrap();
-    replace
-        .call3(&history, &JsValue::NULL, &"".into(), &"/ctx/path?utm_source=news&utm_medium=email&x=1".into())
-        .unwrap();
-    let document = get(&window, "document");
-    let original_title = get(&document, "title");
-    Reflect::set(&document, &"title".into(), &"Nexus context test".into()).unwrap();
-
-    let ctx: JsValue = context::collect(&context::Statics::collect(), None).into();
-
-    let url = get_str(&ctx, "url").unwrap();
-    assert!(url.ends_with("/ctx/path?utm_source=news&utm_medium=email&x=1"), "{url}");
-    assert!(url.starts_with("http"), "{url}");
-    assert_eq!(get_str(&ctx, "path").as_deref(), Some("/ctx/path"));
-    assert_eq!(get_str(&ctx, "title").as_deref(), Some("Nexus context test"));
-    assert_eq!(get_str(&ctx, "utm.source").as_deref(), Some("news"));
-    assert_eq!(get_str(&ctx, "utm.medium").as_deref(), Some("email"));
-    assert!(get(&ctx, "utm.campaign").is_undefined(), "absent parameters are left out");
-    assert!(get(&ctx, "screen.width").as_f64().unwrap() > 0.0);
-    assert!(get(&ctx, "screen.height").as_f64().unwrap() > 0.0);
-    assert!(!get_str(&ctx, "locale").unwrap().is_empty());
-    assert!(get_str(&ctx, "timezone").unwrap().contains(|c: char| c.is_ascii_alphabetic()));
-    assert_eq!(get_str(&ctx, "library.name").as_deref(), Some("nexus-js"));
-    assert_eq!(get_str(&ctx, "library.version").as_deref(), Some(env!("CARGO_PKG_VERSION")));
-    // The referrer of the test page is empty: an empty field is left out, not sent as "".
-    assert!(get(&ctx, "referrer").is_undefined() || !get_str(&ctx, "referrer").unwrap().is_empty());
-
-    // A title longer than the protocol allows is cut, not sent (the edge would reject the event).
-    let long = "é".repeat(5000); // 10 000 bytes
-    Reflect::set(&document, &"title".into(), &long.as_str().into()).unwrap();
-    let ctx: JsValue = context::collect(&context::Statics::collect(), None).into();
-    let title = get_str(&ctx, "title").unwrap();
-    assert_eq!(title.len(), protocol_limit());
-    assert!(title.chars().all(|c| c == 'é'));
-    // No campaign parameters: no `utm` object at all.
-    replace.call3(&history, &JsValue::NULL, &"".into(), &original.into()).unwrap();
-    // An SPA page view's referrer (the previous SPA URL) replaces `document.referrer`.
-    let ctx: JsValue = context::collect(&context::Statics::collect(), Some("https://a.test/prev".into())).into();
-    assert!(get(&ctx, "utm").is_undefined());
-    assert_eq!(get_str(&ctx, "referrer").as_deref(), Some("https://a.test/prev"));
-    Reflect::set(&document, &"title".into(), &original_title).unwrap();
+/// The loader's transport (`send(body, n)`) replaced by a recorder of `[body, n]` pairs that
+/// takes every beacon; fetch outcomes are reported by the test with `api::answer`.
+fn record_sends() -> (Array, Function) {
+    let sent = Array::new();
+    Reflect::set(&js_sys::global(), &"__nexusSent".into(), &sent).unwrap();
+    let send = Function::new_with_args("body, n", "globalThis.__nexusSent.push([body, n]); return true;");
+    (sent, send)
 }
 
-/// 8 KiB rounded down to a whole number of two-byte `é`.
-fn protocol_limit() -> usize {
-    8 * 1024
-}
-
-/// Replaces `fetch` with a recorder that answers 200 and keeps `[url, init]` pairs.
-fn record_fetches() -> Array {
-    let calls = Array::new();
-    Reflect::set(&js_sys::global(), &"__nexusCalls".into(), &calls).unwrap();
-    let fake = Function::new_with_args(
-        "url, init",
-        "globalThis.__nexusCalls.push([url, init]); \
-         return Promise.resolve(new Response('{\"accepted\":3,\"rejected\":[]}', {status: 200}));",
-    );
-    Reflect::set(&js_sys::global(), &"fetch".into(), &fake).unwrap();
-    calls
-}
-
-/// What the npm loader does around the wasm `flush(done)`.
-async fn flush() {
-    let promise = Promise::new(&mut |resolve, _| api::flush(resolve.into()).unwrap());
-    JsFuture::from(promise).await.unwrap();
+/// What the npm loader does around the wasm `flush(done)`: a Promise settled by `done`.
+fn start_flush() -> JsFuture {
+    JsFuture::from(Promise::new(&mut |resolve, _| api::flush(resolve.into()).unwrap()))
 }
 
 fn error_message(e: js_sys::Error) -> String {
@@ -166,64 +108,73 @@ fn error_message(e: js_sys::Error) -> String {
     e.message().into()
 }
 
+/// One loader call queue entry: `[kind, at, a, b, c, ctx]`, with a context as the loader makes
+/// it (trimmed).
+fn entry(kind: u32, at: Option<f64>, a: &JsValue, b: &JsValue) -> JsValue {
+    let at = at.map_or(JsValue::UNDEFINED, JsValue::from);
+    let ctx = JSON::parse(r#"{"path":"/t","library":{"name":"nexus-js"}}"#).unwrap();
+    let entry = Array::of5(&kind.into(), &at, a, b, &JsValue::UNDEFINED);
+    entry.push(&ctx);
+    entry.into()
+}
+
 #[wasm_bindgen_test]
 async fn events_go_out_through_the_exports() {
-    // Before init: a real Error, nothing queued.
-    let err = api::track("x".into(), JsValue::UNDEFINED, None, JsValue::UNDEFINED).unwrap_err();
-    assert!(error_message(err).contains("init()"));
+    let (sent, send) = record_sends();
+    // Before init: a real Error, returned for the loader to log, nothing queued.
+    let errors = api::run(Array::of1(&entry(0, None, &"x".into(), &JsValue::UNDEFINED)));
+    assert_eq!(errors.length(), 1);
+    assert!(error_message(errors.get(0).into()).contains("init()"));
     // Bad options are refused, and refusing does not count as initialised.
-    assert!(api::init(JsValue::UNDEFINED, None, JsValue::UNDEFINED).is_err());
+    assert!(api::init(JsValue::UNDEFINED, None, send.clone()).is_err());
     let bad = JSON::parse(r#"{"key":"wk_test","flushAt":0}"#).unwrap();
-    assert!(error_message(api::init(bad, None, JsValue::UNDEFINED).unwrap_err()).contains("flushAt"));
-    assert!(api::init(JSON::parse(r#"{"endpoint":"https://c.test"}"#).unwrap(), None, JsValue::UNDEFINED).is_err());
+    assert!(error_message(api::init(bad, None, send.clone()).unwrap_err()).contains("flushAt"));
+    assert!(api::init(JSON::parse(r#"{"endpoint":"https://c.test"}"#).unwrap(), None, send.clone()).is_err());
 
-    // Nothing left over from an earlier run: the first flush below sends exactly 3 events.
-    local_storage().remove_item(QUEUE_KEY).unwrap();
-    let calls = record_fetches();
-    let options = JSON::parse(
-        r#"{"key":"wk test/1","endpoint":"https://collector.test/","flushAt":100,"flushIntervalMs":600000}"#,
-    )
-    .unwrap();
-    // The loader's persist task: `tick(3)` on a microtask.
-    let persist = Closure::<dyn FnMut()>::new(|| assert!(api::tick(3).unwrap(), "granted: may store")).into_js_value();
-    api::init(options.clone(), None, persist.clone()).unwrap();
-    api::init(options, None, persist).unwrap(); // a second call is ignored
-
-    // Argument errors are Errors with a `nexus:` message.
-    assert!(error_message(api::track("".into(), JsValue::UNDEFINED, None, JsValue::UNDEFINED).unwrap_err())
-        .starts_with("nexus:"));
-    assert!(api::track("x".into(), JSON::parse("[1]").unwrap(), None, JsValue::UNDEFINED).is_err());
-    assert!(api::track("x".into(), "props".into(), None, JsValue::UNDEFINED).is_err());
-    assert!(api::identify(JsValue::UNDEFINED, JsValue::UNDEFINED, None).is_err());
+    // Nothing left over from an earlier run: the first flush below sends exactly 4 events.
+    let chunk = format!("{QUEUE_KEY}.0"); // without a tab id, the queue's first chunk
+    local_storage().remove_item(&chunk).unwrap();
+    let options = JSON::parse(r#"{"key":"wk_test","flushAt":100,"flushIntervalMs":600000}"#).unwrap();
+    api::init(options.clone(), None, send.clone()).unwrap();
+    api::init(options, None, send).unwrap(); // a second call is ignored
 
     let t0 = now();
-    api::track("signup_clicked".into(), JSON::parse(r#"{"plan":"pro","n":3}"#).unwrap(), None, JsValue::UNDEFINED)
-        .unwrap();
-    api::identify("user-42".into(), JSON::parse(r#"{"email":"a@example.com"}"#).unwrap(), None).unwrap();
-    api::page(JsValue::UNDEFINED, Some(t0 as f64 - 5000.0), JsValue::UNDEFINED).unwrap();
-    assert_eq!(calls.length(), 0, "nothing is sent before flushAt or flush()");
-    // The queue is written once for the task's three events, on a microtask, not per event.
-    assert_eq!(local_storage().get_item(QUEUE_KEY).unwrap(), None, "not yet written");
-    JsFuture::from(Promise::resolve(&JsValue::UNDEFINED)).await.unwrap();
-    let stored = local_storage().get_item(QUEUE_KEY).unwrap().unwrap();
-    assert_eq!(stored.split('\n').count(), 3, "stored after the task: {stored}");
-    flush().await;
-    assert_eq!(local_storage().get_item(QUEUE_KEY).unwrap().as_deref(), Some(""), "acknowledged: forgotten");
+    let calls = Array::of3(
+        &entry(0, None, &"signup_clicked".into(), &JSON::parse(r#"{"plan":"pro","n":3}"#).unwrap()),
+        &entry(2, None, &"user-42".into(), &JSON::parse(r#"{"email":"a@example.com"}"#).unwrap()),
+        &entry(1, Some(t0 as f64 - 5000.0), &JsValue::UNDEFINED, &JsValue::UNDEFINED),
+    );
+    assert_eq!(api::run(calls).length(), 0, "no errors");
+    assert_eq!(sent.length(), 0, "nothing is sent before flushAt or flush()");
+    // The queue is written once for the run's three events, at its end.
+    let stored = local_storage().get_item(&chunk).unwrap().unwrap();
+    assert_eq!(stored.split('\n').count(), 3, "stored after the run: {stored}");
 
-    assert_eq!(calls.length(), 1);
-    let call = calls.get(0);
-    let url = get(&call, "0").as_string().unwrap();
-    assert_eq!(url, "https://collector.test/v1/batch?key=wk%20test%2F1");
-    let init = get(&call, "1");
-    assert_eq!(get_str(&init, "method").as_deref(), Some("POST"));
-    assert_eq!(get_str(&init, "credentials").as_deref(), Some("omit"));
-    assert_eq!(get(&init, "keepalive").as_bool(), Some(true));
-    assert!(get(&init, "headers").is_undefined(), "no custom header: a CORS-simple request");
-    let body = JSON::parse(&get_str(&init, "body").unwrap()).unwrap();
+    // What JSON.stringify refuses is an Error of that call alone, returned for the loader to log.
+    let cyclic = Function::new_no_args("const o = {}; o.self = o; return o;").call0(&JsValue::NULL).unwrap();
+    let errors = api::run(Array::of2(
+        &entry(0, None, &"bad".into(), &cyclic),
+        &entry(0, None, &"fine".into(), &JsValue::UNDEFINED),
+    ));
+    assert_eq!(errors.length(), 1);
+    assert!(error_message(errors.get(0).into()).starts_with("nexus:"));
+
+    let flushed = start_flush();
+    assert_eq!(sent.length(), 1, "one request for the four events");
+    assert_eq!(get(&sent.get(0), "1").as_f64(), Some(1.0), "request number 1, a fetch");
+    api::answer(1, 200, 0).unwrap();
+    flushed.await.unwrap();
+    assert_eq!(local_storage().get_item(&chunk).unwrap(), None, "acknowledged: forgotten");
+
+    // The body comes as UTF-8 bytes.
+    let decode = Function::new_with_args("bytes", "return new TextDecoder().decode(bytes)");
+    let body = decode.call1(&JsValue::NULL, &get(&sent.get(0), "0")).unwrap();
+    let body = JSON::parse(&body.as_string().unwrap()).unwrap();
     assert!(get_str(&body, "sent_at").unwrap().ends_with('Z'));
     let batch: Array = get(&body, "batch").dyn_into().unwrap();
-    assert_eq!(batch.length(), 3);
+    assert_eq!(batch.length(), 4);
     let (track, identify, page) = (batch.get(0), batch.get(1), batch.get(2));
+    assert_eq!(get_str(&batch.get(3), "name").as_deref(), Some("fine"));
 
     assert_eq!(get_str(&track, "type").as_deref(), Some("track"));
     assert_eq!(get_str(&track, "name").as_deref(), Some("signup_clicked"));
@@ -243,17 +194,23 @@ async fn events_go_out_through_the_exports() {
         ids.push(check_uuid_v7(&get_str(event, "id").unwrap()));
         assert_eq!(get_str(event, "anonymous_id").as_deref(), Some(anon.as_str()));
         assert_eq!(get_str(event, "session_id"), get_str(&track, "session_id"));
+        assert_eq!(get_str(event, "context.path").as_deref(), Some("/t"), "the loader's context");
         assert_eq!(get_str(event, "context.library.name").as_deref(), Some("nexus-js"));
         let ts = get_str(event, "timestamp").unwrap();
         assert_eq!(ts.len(), 24, "{ts}");
         assert!(ts.ends_with('Z'), "{ts}");
     }
-    // `at` keeps the time a queued call was made: the page view is 5 s older.
+    // `at` is the time the call was made: the page view is 5 s older.
     let ts = Date::parse(&get_str(&page, "timestamp").unwrap()) as u64;
     assert_eq!(ts, t0 - 5000);
     assert_eq!(ids[2], t0 - 5000, "the id's time is the event's time");
 
     // Nothing left: a second flush sends nothing.
-    flush().await;
-    assert_eq!(calls.length(), 1);
+    start_flush().await.unwrap();
+    assert_eq!(sent.length(), 1);
+    // A beacon (`n` 0) is handed over at once and needs no answer.
+    api::run(Array::of1(&entry(0, None, &"last".into(), &JsValue::UNDEFINED)));
+    api::tick(2).unwrap();
+    assert_eq!(sent.length(), 2);
+    assert_eq!(get(&sent.get(1), "1").as_f64(), Some(0.0));
 }

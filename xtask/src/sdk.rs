@@ -9,7 +9,8 @@
 //! esbuild `--minify` as an app would bundle it, plus the wasm, gzip -9, with a per-file
 //! breakdown.
 //! `test`: native unit tests, wasm-bindgen-test in headless Chromium, then the Playwright tests
-//! of the npm package against the freshly built wasm.
+//! of the npm package against the freshly built wasm, the packaging test included (the packed
+//! package in a Vite app and a plain module page, its types through `tsc`).
 //! `bench`: the main-thread cost of `track()` against posthog-js (npm/bench/bench.mjs).
 //!
 //! Cargo is run directly: the caller holds the workspace's cargo lock around the whole xtask
@@ -112,6 +113,7 @@ fn build_stages(ctx: &Ctx, times: &mut Vec<(String, std::time::Duration)>) -> Re
     stage(times, "sdk: compact glue loader", || compact_loader(ctx))?;
     stage(times, "sdk: drop glue fallbacks", || drop_fallbacks(ctx))?;
     stage(times, "sdk: esbuild bundle", || {
+        check_version(sh)?;
         let esbuild = ctx.node_bin("esbuild");
         // The wasm stays a separate file, found by `new URL('../wasm/…', import.meta.url)`,
         // which esbuild keeps and bundlers of the package's users understand.
@@ -136,6 +138,21 @@ fn build_stages(ctx: &Ctx, times: &mut Vec<(String, std::time::Duration)>) -> Re
         Ok(())
     })?;
     report_size(sh)
+}
+
+/// Fails unless the version the loader sends as `context.library.version` is the package's.
+fn check_version(sh: &Shell) -> Result<()> {
+    let package = sh.read_file("npm/package.json")?;
+    let version = package
+        .split("\"version\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').nth(1))
+        .context("npm/package.json has no version")?;
+    let constant = format!("const VERSION = '{version}';");
+    if !sh.read_file(LOADER)?.contains(&constant) {
+        bail!("{LOADER} must say `{constant}` (the version in npm/package.json)");
+    }
+    Ok(())
 }
 
 /// Renames the wasm's imports, exports and import module to one or two letters, and the glue
@@ -386,6 +403,15 @@ pub fn test(ctx: &Ctx) -> Result<()> {
         Ok(())
     })?;
     build_stages(ctx, &mut times)?;
+    stage(&mut times, "sdk: npm/ devDependencies (vite, typescript)", || {
+        // The packaging test builds an app with Vite and checks the types with tsc, both from
+        // npm/'s own devDependencies (the package's, not the workspace's tooling).
+        let bins = ["vite", "tsc"].map(|b| ctx.root.join("npm/node_modules/.bin").join(b));
+        if !bins.iter().all(|b| b.exists()) {
+            cmd!(sh, "npm ci --prefix npm --no-audit --no-fund").run()?;
+        }
+        Ok(())
+    })?;
     stage(&mut times, "sdk: Playwright (npm package in headless Chromium)", || {
         let mut files: Vec<String> = std::fs::read_dir(ctx.root.join("npm/test"))?
             .filter_map(|entry| entry.ok())

@@ -1,13 +1,16 @@
-//! The functions exported to JavaScript: `init`, `track`, `page`, `identify`, `flush`,
-//! `optIn`, `optOut`, `reset`, `tick` (the page's moments, told by the loader), and `adopt` (the
-//! loader's hand-over of a closed tab's queue). `alias`, `group` and the super properties are
-//! the loader's, on top of these (see npm/src/index.js): every export costs wasm that every app
-//! downloads, while loader code an app does not call is dropped by its bundler.
+//! The functions exported to JavaScript: `init`, `run` (the recording calls of one task:
+//! `track`, `page`, `identify`, in call order), `flush`, `optIn`, `optOut`, `reset`, `tick` (the
+//! page's moments, told by the loader), `answer` (the loader's transport reporting a request's
+//! outcome) and `adopt` (the loader's hand-over of a closed tab's queue). `alias`, `group` and
+//! the super properties are the loader's, on top of these (see npm/src/index.js): every export
+//! costs wasm that every app downloads, while loader code an app does not call is dropped by
+//! its bundler.
 //!
-//! Argument mistakes throw a real JS `Error` (`js_sys::Error`) with a `nexus:` prefix, so they
-//! show up with a stack in the developer's console. Delivery problems never throw: they are
-//! outcomes of the queue. With `debug: true` the console shows each body as it is sent (fetch
-//! or beacon): what leaves the page, after `beforeSend`.
+//! The loader checks the arguments of `track`, `page` and `identify` when they are called (a
+//! real JS `Error` thrown to the caller) and hands the calls of a task here in one `run`, after
+//! the caller's code is done: what can only fail here (`beforeSend` throwing, properties that
+//! `JSON.stringify` refuses) comes back from `run` as `Error`s, which the loader logs. Delivery
+//! problems never throw: they are outcomes of the queue.
 //!
 //! Events are built as JS objects and serialised by the browser's own `JSON.stringify`: user
 //! properties are JS values already, and serde would cost more than the rest of the SDK.
@@ -19,22 +22,22 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
-use js_sys::{Error, Function, Object, JSON};
+use js_sys::{Array, Error, Function, Object, Reflect, JSON};
 use protocol::limits::{MAX_EVENTS_PER_BATCH, MAX_EVENT_BYTES};
-use protocol::{EventType, BATCH_PATH, KEY_PARAM};
+use protocol::retry::should_retry;
+use protocol::EventType;
 use wasm_bindgen::prelude::*;
 
-use super::context::{self, get, global, put, Statics};
+use super::context::{get, global, put};
 use super::platform::{new_id, DateClock, Fetch, LocalStore};
 use crate::consent::{Consent, CONSENT_KEY, GRANTED};
 use crate::identity::{Identity, Storage};
-use crate::queue::{Clock, Config, Queue, Sender, QUEUE_KEY};
-use crate::wire::{rfc3339_ms, sampled, valid_id, valid_name};
+use crate::queue::{Clock, Config, Outcome, Queue, Sender, QUEUE_KEY};
+use crate::wire::{rfc3339_ms, sampled};
 
 type WebSender = Sender<Fetch, DateClock, LocalStore>;
 
 /// Messages are short on purpose: each byte ships in the wasm. The npm types document the rules.
-const PROPS_ERROR: &str = "nexus: properties must be a plain object";
 /// One message for every mistake in the required options, one for the numbers.
 const INIT_ERROR: &str = "nexus: init() needs { key: string, endpoint?: string }";
 const FLUSH_ERROR: &str = "nexus: bad flushAt or flushIntervalMs";
@@ -43,11 +46,25 @@ const FLUSH_ERROR: &str = "nexus: bad flushAt or flushIntervalMs";
 /// when consent is withdrawn at init by a privacy signal).
 pub const PROPS_KEY: &str = "nexus_props";
 
-#[wasm_bindgen]
-extern "C" {
-    /// Runs the queue's write after the current task's synchronous code (see `Sender::push`).
-    #[wasm_bindgen(js_name = queueMicrotask)]
-    fn queue_microtask(task: &JsValue);
+/// JS strings made once: copying a string out of wasm decodes it (about 0.3 µs in Chromium), and
+/// every event has a dozen property names and as many values that rarely change (type, ids).
+#[derive(Default)]
+struct Strings(RefCell<Vec<(String, JsValue)>>);
+
+impl Strings {
+    /// `s` as a JS string, from the cache when it is there. At most 32 are kept: property names
+    /// and the ids of a page's life fit, and a page that identifies many users gets no leak.
+    fn get(&self, s: &str) -> JsValue {
+        let mut cache = self.0.borrow_mut();
+        if let Some((_, value)) = cache.iter().find(|(k, _)| k == s) {
+            return value.clone();
+        }
+        let value = JsValue::from_str(s);
+        if cache.len() < 32 {
+            cache.push((s.to_owned(), value.clone()));
+        }
+        value
+    }
 }
 
 /// Everything `init` sets up.
@@ -55,15 +72,13 @@ struct Sdk {
     sender: Rc<WebSender>,
     identity: RefCell<Identity>,
     consent: Cell<Consent>,
-    statics: Statics,
     /// No persistent identifiers: nothing stored, no anonymous id sent (init `cookieless`).
     cookieless: bool,
     /// Share of persons recorded, decided by their anonymous id (init `sampleRate`).
     sample_rate: f64,
     /// The page's hook that may edit or drop each event (init `beforeSend`).
     before_send: Option<Function>,
-    /// What `queueMicrotask` runs to store the queue: the loader's `() => tick(3)`.
-    persist_task: JsValue,
+    strings: Strings,
 }
 
 thread_local! {
@@ -89,74 +104,43 @@ fn int_option(options: &JsValue, key: &str, default: u32, max: u32) -> Result<u3
     }
 }
 
-/// `undefined`/`null` as `None`; a plain object (not an array) as itself; anything else throws.
-fn object_arg(value: JsValue, message: &str) -> Result<Option<JsValue>, Error> {
-    if value.is_undefined() || value.is_null() {
-        Ok(None)
-    } else if value.is_object() && !js_sys::Array::is_array(&value) {
-        Ok(Some(value))
-    } else {
-        Err(Error::new(message))
-    }
-}
-
 /// Starts the SDK. Options: `key` (write key, required), `endpoint` (collector origin, default
-/// the page's own origin), `flushAt` (1..=1000, default 20), `flushIntervalMs` (default 5000),
-/// `debug`. A second call is ignored, so frameworks that mount twice do no harm.
+/// the page's own origin), `flushAt` (1..=1000, default 20), `flushIntervalMs` (default 5000).
+/// A second call is ignored, so frameworks that mount twice do no harm.
 ///
-/// `tab` is set by the loader when the browser has Web Locks: the queue is then stored under
-/// `nexus_queue:<tab>`, this tab's alone, and the loader hands over the queues of closed tabs
-/// with [`adopt`]. Without it, the one `nexus_queue` key is used and loaded here.
+/// `tab` is the page's own queue key, `nexus_queue:<id>`, set by the loader: the queue is stored
+/// in chunks under `<tab>.<n>`, this page's alone, and the loader hands over what closed tabs and
+/// earlier pages left with [`adopt`]. Without it, `nexus_queue`.
 ///
-/// `persist_task` is the function the loader gives for storing the queue after a task that
-/// tracked (it calls [`tick`] with `3`); it must be a function. The loader also runs the
-/// interval of `flushIntervalMs` and the page listeners (see [`tick`]).
+/// `send` is the loader's transport (see [`Fetch`]): the loader builds the URL, compresses and
+/// posts; the decisions (what goes in a batch, when to retry, what to drop) stay here. The loader
+/// also runs the interval of `flushIntervalMs` and the page listeners (see [`tick`]).
 #[wasm_bindgen]
-pub fn init(options: JsValue, tab: Option<String>, persist_task: JsValue) -> Result<(), Error> {
+pub fn init(options: JsValue, tab: Option<String>, send: Function) -> Result<(), Error> {
     if sdk().is_ok() {
         return Ok(());
     }
-    if !options.is_object() {
+    if !options.is_object() || get(&options, "key").as_string().is_none_or(|k| k.is_empty()) {
         return Err(Error::new(INIT_ERROR));
     }
-    let key = get(&options, "key").as_string().filter(|k| !k.is_empty()).ok_or_else(|| Error::new(INIT_ERROR))?;
-    let endpoint = match get(&options, "endpoint") {
-        v if v.is_undefined() || v.is_null() => String::new(),
-        v => v.as_string().ok_or_else(|| Error::new(INIT_ERROR))?,
-    };
+    let endpoint = get(&options, "endpoint");
+    if !(endpoint.is_undefined() || endpoint.is_null() || endpoint.is_string()) {
+        return Err(Error::new(INIT_ERROR));
+    }
     let flush_at = int_option(&options, "flushAt", 20, MAX_EVENTS_PER_BATCH as u32)?;
     let interval = int_option(&options, "flushIntervalMs", 5000, 86_400_000)?;
-    let debug = get(&options, "debug").is_truthy();
     let cookieless = get(&options, "cookieless").is_truthy();
     // Outside 0..=1 (or not a number) samples everyone: the npm types say what is allowed, and
     // each error message costs wasm bytes.
     let sample_rate = get(&options, "sampleRate").as_f64().filter(|r| (0.0..1.0).contains(r)).unwrap_or(1.0);
     let before_send = get(&options, "beforeSend").dyn_into::<Function>().ok();
 
-    // `<endpoint without trailing slashes>/v1/batch?key=<key>`
-    let mut end = endpoint.len();
-    while end > 0 && endpoint.as_bytes().get(end - 1) == Some(&b'/') {
-        end -= 1;
-    }
-    let mut url = String::with_capacity(end + key.len() + 16);
-    url.push_str(endpoint.get(..end).unwrap_or_default());
-    url.push_str(BATCH_PATH);
-    url.push('?');
-    url.push_str(KEY_PARAM);
-    url.push('=');
-    url.push_str(&String::from(js_sys::encode_uri_component(&key)));
-
     let config = Config { flush_at: flush_at as usize, retry_base_ms: u64::from(interval), ..Config::default() };
-    // Takes in what earlier pages left unsent; the first tick sends it.
-    let mut key = String::from(QUEUE_KEY);
-    if let Some(tab) = tab {
-        key.push(':');
-        key.push_str(&tab);
-    }
+    let key = tab.unwrap_or_else(|| String::from(QUEUE_KEY));
     // Cookieless: a storage that holds nothing, so ids, the session and the queue live in
     // memory for the page's life only, and what earlier pages stored is not read either.
     let storage = if cookieless { LocalStore::memory() } else { LocalStore::open() };
-    let sender = Sender::new(Queue::new(config), Fetch::new(url, debug), DateClock, storage, key);
+    let sender = Sender::new(Queue::new(config), Fetch::new(send), DateClock, storage, key);
 
     // Consent: `consent: "pending"` holds events in memory until `optIn`, unless an earlier
     // page stored a grant; `respectDnt: true` denies when the browser sends Do-Not-Track or
@@ -173,11 +157,10 @@ pub fn init(options: JsValue, tab: Option<String>, persist_task: JsValue) -> Res
         sender,
         identity: RefCell::new(Identity::new()),
         consent: Cell::new(consent),
-        statics: Statics::collect(),
         cookieless,
         sample_rate,
         before_send,
-        persist_task,
+        strings: Strings::default(),
     };
     if consent == Consent::Denied {
         sdk.deny(); // a privacy signal: also clears what earlier pages stored
@@ -186,45 +169,51 @@ pub fn init(options: JsValue, tab: Option<String>, persist_task: JsValue) -> Res
     Ok(())
 }
 
-/// Records a named action with optional properties. `at` (Unix ms) is set by the npm loader
-/// for calls it queued before the wasm was ready, so they keep the time they were made.
+/// `entry[i]`.
+fn at_index(entry: &JsValue, i: u32) -> JsValue {
+    Reflect::get_u32(entry, i).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Records the calls the loader queued in one task, in order: each `[kind, at, a, b, c, ctx]`
+/// with `at` the time of the call (Unix ms, also the time in the event's UUID v7), `ctx` the
+/// event's `context` object (page, campaign, device, library: made by the loader, with the
+/// page's URL at the time of the call; a fresh object per event), and by kind
+/// - `0` track: `a` the name, `b` the properties; `3` the same with `c` the loader's edit
+///   (`alias`, `group`: a function that gets the finished event before `beforeSend` does and
+///   returns it with its own fields, so those events need no export of their own);
+/// - `1` page view: `b` the properties (`c`, the referrer of a single-page-app navigation, is
+///   already in `ctx`);
+/// - `2` identify: `a` the user id (kept for later events and page loads), `b` the person
+///   properties to set.
 ///
-/// `edit`, set by the loader's `alias` and `group`, is a function that gets the finished event
-/// before `beforeSend` does and returns it with its own fields (`type`, `user_id`,
-/// `previous_id`, `group_type`, `group_key`, ...): those events need no export of their own.
+/// The loader checked names, ids and that properties are plain objects when the call was made.
+/// The queue is stored once, after all of them, and a send starts if one is due. Returns the
+/// errors of the calls that failed (a `beforeSend` that threw, properties `JSON.stringify`
+/// refuses, an event over 32 KiB): the loader logs them, since their callers are gone.
 #[wasm_bindgen]
-pub fn track(name: JsValue, properties: JsValue, at: Option<f64>, edit: JsValue) -> Result<(), Error> {
-    let sdk = sdk()?;
-    let name = name
-        .as_string()
-        .filter(|n| valid_name(n))
-        .ok_or_else(|| Error::new("nexus: track() needs a name (1..200 bytes)"))?;
-    let properties = object_arg(properties, PROPS_ERROR)?;
-    sdk.record(EventType::Track, Some(&name), properties, at, None, edit)
-}
-
-/// Records a page view of the current page (stored as `$pageview`). `referrer` is set by the
-/// loader for the page views of single-page-app navigations: the previous SPA URL, in place of
-/// `document.referrer`, which the history API leaves as it was at the load.
-#[wasm_bindgen]
-pub fn page(properties: JsValue, at: Option<f64>, referrer: JsValue) -> Result<(), Error> {
-    let sdk = sdk()?;
-    let properties = object_arg(properties, PROPS_ERROR)?;
-    sdk.record(EventType::Page, None, properties, at, referrer.as_string(), JsValue::UNDEFINED)
-}
-
-/// Ties this device to `user_id` (kept for later events and page loads) and sets person
-/// properties from `traits`.
-#[wasm_bindgen]
-pub fn identify(user_id: JsValue, traits: JsValue, at: Option<f64>) -> Result<(), Error> {
-    let sdk = sdk()?;
-    let user_id = user_id
-        .as_string()
-        .filter(|u| valid_id(u))
-        .ok_or_else(|| Error::new("nexus: identify() needs a user id (1..200 bytes)"))?;
-    let traits = object_arg(traits, PROPS_ERROR)?;
-    sdk.identity.borrow_mut().set_user_id(&sdk.sender.storage, &user_id);
-    sdk.record(EventType::Identify, None, traits, at, None, JsValue::UNDEFINED)
+pub fn run(calls: Array) -> Array {
+    let errors = Array::new();
+    match sdk() {
+        Ok(sdk) => {
+            let mut due = false;
+            for entry in calls.iter() {
+                match sdk.call(&entry) {
+                    Ok(pushed) => due |= pushed,
+                    Err(error) => {
+                        errors.push(&error);
+                    }
+                }
+            }
+            sdk.sender.persist_pending();
+            if due {
+                flush_in_background(&sdk.sender);
+            }
+        }
+        Err(error) => {
+            errors.push(&error);
+        }
+    }
+    errors
 }
 
 /// Consent given: stores and sends what was held, and everything after. Remembered for the
@@ -283,6 +272,23 @@ pub fn flush(done: JsValue) -> Result<(), Error> {
     Ok(())
 }
 
+/// The outcome of request `n` (see [`Fetch`]), reported by the loader's transport: `status` the
+/// HTTP status, or 0 when no answer came (offline, CORS, abort); `retry_after` the
+/// `Retry-After` header in seconds (0 when absent).
+#[wasm_bindgen]
+pub fn answer(n: u32, status: u16, retry_after: u32) -> Result<(), Error> {
+    let sdk = sdk()?;
+    let outcome = match status {
+        0 => Outcome::Network,
+        s if retry_after > 0 && should_retry(s) => {
+            Outcome::Later((u64::from(retry_after) * 1000).min(crate::queue::MAX_BACKOFF_MS))
+        }
+        s => Outcome::Status(s),
+    };
+    sdk.sender.transport.answer(n, outcome);
+    Ok(())
+}
+
 impl Sdk {
     fn deny(&self) {
         self.consent.set(Consent::Denied);
@@ -295,19 +301,42 @@ impl Sdk {
         sender.storage.remove(PROPS_KEY);
     }
 
+    /// One entry of [`run`]; true when a send is due.
+    fn call(&self, entry: &JsValue) -> Result<bool, Error> {
+        let kind = match at_index(entry, 0).as_f64().unwrap_or_default() as u8 {
+            1 => EventType::Page,
+            2 => EventType::Identify,
+            _ => EventType::Track,
+        };
+        let at = at_index(entry, 1).as_f64();
+        let name = at_index(entry, 2);
+        if let (EventType::Identify, Some(user_id)) = (kind, name.as_string()) {
+            self.identity.borrow_mut().set_user_id(&self.sender.storage, &user_id);
+        }
+        let properties = Some(at_index(entry, 3)).filter(|p| p.is_object());
+        let extra = at_index(entry, 4);
+        // A page view's `c` is its referrer, already in the context the loader made.
+        let edit = if kind == EventType::Page { JsValue::UNDEFINED } else { extra };
+        // The name stays a JS string: it is only passed on.
+        let name = if kind == EventType::Track { Some(name) } else { None };
+        let ctx = at_index(entry, 5);
+        let ctx = if ctx.is_object() { ctx.unchecked_into() } else { Object::new() };
+        self.record(kind, name, properties, at, ctx, edit)
+    }
+
     /// Records one event. `properties` are the event's, or for `identify` the person
     /// properties to set (sent as `set`).
     fn record(
         &self,
         kind: EventType,
-        name: Option<&str>,
+        name: Option<JsValue>,
         properties: Option<JsValue>,
         at: Option<f64>,
-        referrer: Option<String>,
+        ctx: Object,
         edit: JsValue,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         if !self.consent.get().records() {
-            return Ok(()); // denied: not an error of the caller's, just nothing to do
+            return Ok(false); // denied: not an error of the caller's, just nothing to do
         }
         let now = DateClock.now_ms();
         let at = at.filter(|t| t.is_finite() && *t > 0.0).map_or(now, |t| t as u64);
@@ -315,59 +344,53 @@ impl Sdk {
             // By person (the anonymous id, in memory only when cookieless), not by event.
             let id = self.identity.borrow_mut().anonymous_id(&self.sender.storage, || new_id(at));
             if !sampled(&id, self.sample_rate) {
-                return Ok(());
+                return Ok(false);
             }
         }
-        let Some(json) = self.build(kind, name, properties, at, referrer, edit)? else {
-            return Ok(()); // not in the sample, or dropped by `beforeSend`: not the caller's error
+        let Some(json) = self.build(kind, name, properties, at, ctx, edit)? else {
+            return Ok(false); // dropped by `beforeSend`: not the caller's error
         };
         if json.len() > MAX_EVENT_BYTES {
             return Err(Error::new("nexus: event over 32 KiB"));
         }
-        let pushed = self.sender.push(json);
-        if pushed.persist {
-            queue_microtask(&self.persist_task);
-        }
-        if pushed.due {
-            flush_in_background(&self.sender);
-        }
-        Ok(())
+        Ok(self.sender.push(json).due)
     }
 
     fn build(
         &self,
         kind: EventType,
-        name: Option<&str>,
+        name: Option<JsValue>,
         properties: Option<JsValue>,
         at: u64,
-        referrer: Option<String>,
+        ctx: Object,
         edit: JsValue,
     ) -> Result<Option<String>, Error> {
         let event = Object::new();
-        put(&event, "id", &JsValue::from_str(&new_id(at)));
-        put(&event, "type", &JsValue::from_str(kind.as_str()));
+        let strings = &self.strings;
+        let set = |key: &str, value: &JsValue| {
+            let _ = Reflect::set(&event, &strings.get(key), value);
+        };
+        set("id", &JsValue::from_str(&new_id(at)));
+        set("type", &strings.get(kind.as_str()));
         if let Some(name) = name {
-            put(&event, "name", &JsValue::from_str(name));
+            set("name", &name);
         }
         {
             let mut identity = self.identity.borrow_mut();
             let storage = &self.sender.storage;
             // Cookieless: the collector's daily visitor hash stands in for the person.
             if !self.cookieless {
-                let anonymous_id = identity.anonymous_id(storage, || new_id(at));
-                put(&event, "anonymous_id", &JsValue::from_str(&anonymous_id));
+                set("anonymous_id", &strings.get(&identity.anonymous_id(storage, || new_id(at))));
             }
             if let Some(user_id) = identity.user_id(storage) {
-                put(&event, "user_id", &JsValue::from_str(&user_id));
+                set("user_id", &strings.get(&user_id));
             }
-            let session_id = identity.session_id(storage, at, || new_id(at));
-            put(&event, "session_id", &JsValue::from_str(&session_id));
+            set("session_id", &strings.get(&identity.session_id(storage, at, || new_id(at))));
         } // released before JSON.stringify, which may run user `toJSON` code that calls us again
-        put(&event, "timestamp", &JsValue::from_str(&rfc3339_ms(at)));
+        set("timestamp", &JsValue::from_str(&rfc3339_ms(at)));
         if let Some(properties) = properties {
-            put(&event, if kind == EventType::Identify { "set" } else { "properties" }, &properties);
+            set(if kind == EventType::Identify { "set" } else { "properties" }, &properties);
         }
-        let ctx = context::collect(&self.statics, referrer);
         // Events the queue gave up on since the last event (full queue, refused, retries used
         // up) are reported on this one as `context.dropped`, so the loss shows in the data, not
         // only in a console. In the context, not the properties: those are the caller's object.
@@ -375,11 +398,11 @@ impl Sdk {
         if dropped > 0 {
             put(&ctx, "dropped", &JsValue::from(dropped));
         }
-        put(&event, "context", &ctx);
+        set("context", &ctx);
         let mut event = JsValue::from(event);
         // The loader's edit first, then the page's `beforeSend`, which sees the event as sent.
-        // A hook's own exception is thrown to the caller as it is: a hook that scrubs personal
-        // data and fails must not let the unscrubbed event through.
+        // A hook's own exception drops the event and goes back, as it is, to `run`'s errors: a
+        // hook that scrubs personal data and fails must not let the unscrubbed event through.
         for hook in [edit.dyn_ref::<Function>(), self.before_send.as_ref()].into_iter().flatten() {
             event = hook.call1(&JsValue::UNDEFINED, &event).map_err(JsCast::unchecked_into::<Error>)?;
             if !event.is_object() {
@@ -400,7 +423,7 @@ fn flush_in_background(sender: &Rc<WebSender>) {
 /// listeners: `0` the periodic flush (which also sends retries once their backoff is over), `1`
 /// back online (the backoff grew while offline, but the network is there now), `2` the page is
 /// hidden or going away (`visibilitychange` to hidden, `pagehide`: hand everything to
-/// `sendBeacon`), `3` the microtask after `track` (store the queue).
+/// `sendBeacon`).
 ///
 /// In JavaScript rather than as wasm closures: each `Closure` costs its own shims in the wasm
 /// and the listeners are one line each in the loader.
@@ -422,7 +445,6 @@ pub fn tick(moment: u8) -> Result<bool, Error> {
         2 => {
             sender.flush_beacon();
         }
-        3 => sender.persist_pending(),
         _ => {}
     }
     Ok(sender.storage.stores())

@@ -1,109 +1,77 @@
-//! web-sys implementations of the pure traits: `fetch`/`sendBeacon` transport, `Date.now`
-//! clock (with `crypto.getRandomValues` for jitter), `localStorage` storage, and ids.
+//! web-sys implementations of the pure traits: the transport (handing bodies to the loader,
+//! which fetches or beacons them), `Date.now` clock (with `crypto.getRandomValues` for jitter),
+//! `localStorage` storage, and ids.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
-use js_sys::{Date, Function, Object};
-use protocol::retry::should_retry;
+use js_sys::{Date, Function, Uint8Array};
 use wasm_bindgen::prelude::*;
-use web_sys::{Crypto, Navigator, Window};
+use web_sys::Crypto;
 
-use super::context::{get, global, put, with_global};
+use super::context::global;
 use crate::identity::Storage;
-use crate::queue::{Clock, Outcome, Transport, BEACON_MAX_BYTES, MAX_BACKOFF_MS};
-use crate::wire::{parse_u64, uuid_v7};
+use crate::queue::{Clock, Outcome, Transport};
+use crate::wire::uuid_v7;
 
-#[wasm_bindgen]
-extern "C" {
-    /// A promise seen only through `then`.
-    type Thenable;
-    /// `promise.then(f, f)`: one callback for both outcomes, so one closure per request
-    /// (js-sys's `then2` wants two `Closure`s that would have to be kept and freed by hand).
-    #[wasm_bindgen(method, js_name = then)]
-    fn then_both(this: &Thenable, on_fulfilled: &JsValue, on_rejected: &JsValue) -> JsValue;
-}
+/// What to do with a request's outcome.
+type Done = Box<dyn FnOnce(Outcome)>;
 
-/// Sends batches to `<endpoint>/v1/batch?key=<write key>`.
+/// The transport: the loader's `send(body, n)` function (npm/src/index.js) does the I/O.
 ///
-/// The body is a plain string, which fetch and `sendBeacon` both send as
-/// `text/plain;charset=UTF-8`: with no custom header, the request is CORS-simple and costs no
-/// preflight, and the key travels in the URL because a beacon cannot carry headers.
-#[derive(Debug)]
+/// `n > 0` asks for a `fetch` whose outcome the loader reports back with [`super::api::answer`]
+/// (request `n`); `n == 0` asks for a `sendBeacon` and returns whether the browser took it. The
+/// loader holds the URL (`<endpoint>/v1/batch?key=<write key>`), compresses fetch bodies with
+/// the browser's `CompressionStream` and logs bodies with `debug`: in JavaScript those are a
+/// few lines, where each web-sys binding, closure and promise callback would cost wasm and
+/// glue that every app downloads. Which events go in a body, and what an outcome means (retry,
+/// backoff, drop), is decided here, in the queue.
 pub struct Fetch {
-    url: String,
-    /// Logs every body sent to the console (init `debug`).
-    debug: bool,
+    send: Function,
+    /// Requests in flight: their number and what to do with the outcome.
+    waiting: RefCell<Vec<(u32, Done)>>,
+    next: Cell<u32>,
 }
 
 impl Fetch {
-    /// A transport posting to `url` (already carrying the key).
-    pub fn new(url: String, debug: bool) -> Fetch {
-        Fetch { url, debug }
+    /// A transport calling the loader's `send`.
+    pub fn new(send: Function) -> Fetch {
+        Fetch { send, waiting: RefCell::new(Vec::new()), next: Cell::new(1) }
     }
 
-    fn show(&self, how: &str, body: &str) {
-        if self.debug {
-            log(how, &JsValue::from_str(body));
+    /// `send(body, n)`, the body as UTF-8 bytes (a `Uint8Array`: one copy out of wasm memory,
+    /// where a string would be decoded here and encoded again by the browser); `Err` when the
+    /// loader threw.
+    fn call(&self, body: &str, n: u32) -> Result<JsValue, JsValue> {
+        self.send.call2(&JsValue::UNDEFINED, &Uint8Array::from(body.as_bytes()), &JsValue::from(n))
+    }
+
+    /// Hands the outcome of request `n` to the queue; an unknown `n` (answered twice) is ignored.
+    pub fn answer(&self, n: u32, outcome: Outcome) {
+        let done = {
+            let mut waiting = self.waiting.borrow_mut();
+            let at = waiting.iter().position(|(m, _)| *m == n);
+            at.map(|at| waiting.swap_remove(at).1)
+        }; // released before `done`, which may start the next request
+        if let Some(done) = done {
+            done(outcome);
         }
-    }
-
-    /// The batch URL, key included.
-    pub fn url(&self) -> &str {
-        &self.url
     }
 }
 
 impl Transport for Fetch {
     fn post(&self, body: &str, done: Box<dyn FnOnce(Outcome)>) {
-        self.show("send", body);
-        // The init dictionary as a plain object: one `Reflect.set` import instead of a typed
-        // setter (and JS glue function) per field.
-        let init = Object::new();
-        put(&init, "method", &JsValue::from_str("POST"));
-        put(&init, "body", &JsValue::from_str(body));
-        // No cookies: the write key authenticates, and `omit` lets the collector answer with
-        // `Access-Control-Allow-Origin: *`.
-        put(&init, "credentials", &JsValue::from_str("omit"));
-        // keepalive lets a request started just before the page unloads finish; browsers refuse
-        // keepalive bodies past 64 KiB, so large batches go without it.
-        if body.len() <= BEACON_MAX_BYTES {
-            put(&init, "keepalive", &JsValue::TRUE);
+        let n = self.next.get();
+        self.next.set(n.wrapping_add(1).max(1));
+        self.waiting.borrow_mut().push((n, done));
+        // A loader that throws has not sent it: then it is a network failure, retried later.
+        if self.call(body, n).is_err() {
+            self.answer(n, Outcome::Network);
         }
-        // `globalThis` is the Window in a page; unchecked because `instanceof Window` costs an
-        // import and the SDK only runs in pages.
-        let request =
-            with_global(|g| g.unchecked_ref::<Window>().fetch_with_str_and_init(&self.url, init.unchecked_ref()));
-        // Fulfilled: a Response with its status. Rejected: a TypeError without one, meaning no
-        // HTTP answer arrived (offline, CORS, abort). `once_into_js` frees the closure after
-        // its one call, so nothing leaks per request.
-        let on_answer = Closure::once_into_js(move |answer: JsValue| {
-            done(match get(&answer, "status").as_f64() {
-                Some(status) if status >= 100.0 => match retry_after(&answer) {
-                    Some(ms) if should_retry(status as u16) => Outcome::Later(ms),
-                    _ => Outcome::Status(status as u16),
-                },
-                _ => Outcome::Network,
-            })
-        });
-        request.unchecked_ref::<Thenable>().then_both(&on_answer, &on_answer);
     }
 
     fn beacon(&self, body: &str) -> bool {
-        self.show("beacon", body);
-        let navigator = global("navigator");
-        navigator.is_object()
-            && navigator.unchecked_into::<Navigator>().send_beacon_with_opt_str(&self.url, Some(body)).unwrap_or(false)
+        self.call(body, 0).is_ok_and(|taken| taken.is_truthy())
     }
-}
-
-/// `Retry-After` in seconds (the collector's form), as milliseconds (`Headers.get` has trimmed
-/// it already). The HTTP-date form is
-/// ignored: the backoff applies then. Readable cross-origin because the collector lists it in
-/// `Access-Control-Expose-Headers`.
-fn retry_after(response: &JsValue) -> Option<u64> {
-    let headers = get(response, "headers");
-    let value = get(&headers, "get").dyn_ref::<Function>()?.call1(&headers, &"retry-after".into()).ok()?;
-    Some(parse_u64(value.as_string()?.as_bytes())?.min(MAX_BACKOFF_MS / 1000) * 1000)
 }
 
 /// `Date.now()`, and `crypto.getRandomValues` for retry jitter.
@@ -180,15 +148,29 @@ pub fn new_id(unix_ms: u64) -> String {
     uuid_v7(unix_ms, &random)
 }
 
-/// Fills `out` from `crypto.getRandomValues` (left zero in the impossible case it is missing).
-fn random_bytes(out: &mut [u8]) {
-    let crypto = global("crypto");
-    if crypto.is_object() {
-        let _ = crypto.unchecked_into::<Crypto>().get_random_values_with_u8_array(out);
-    }
+thread_local! {
+    /// Random bytes drawn ahead, and how many of them are used. One `getRandomValues` call
+    /// costs about 2.5 µs in Chromium, whatever its size: one per event id was the largest
+    /// single cost of building an event.
+    static POOL: RefCell<([u8; 256], usize)> = const { RefCell::new(([0; 256], 256)) };
 }
 
-/// `console.log("nexus:", what, value)`, used only with `debug: true`.
-pub fn log(what: &str, value: &JsValue) {
-    web_sys::console::log_3(&JsValue::from_str("nexus:"), &JsValue::from_str(what), value);
+/// Fills `out` (at most 256 bytes) from `crypto.getRandomValues`, through [`POOL`] (left zero
+/// in the impossible case it is missing).
+fn random_bytes(out: &mut [u8]) {
+    POOL.with(|pool| {
+        let (bytes, used) = &mut *pool.borrow_mut();
+        if *used + out.len() > bytes.len() {
+            let crypto = global("crypto");
+            if crypto.is_object() {
+                let _ = crypto.unchecked_into::<Crypto>().get_random_values_with_u8_array(bytes);
+            }
+            *used = 0;
+        }
+        // A zip, not `copy_from_slice`, whose length check formats a panic message.
+        for (byte, fresh) in out.iter_mut().zip(bytes.iter().skip(*used)) {
+            *byte = *fresh;
+        }
+        *used += out.len();
+    });
 }
