@@ -737,6 +737,7 @@ async fn reaches_from_sequences(
     let scan =
         crate::store::sequences::Scan { project_id, from: common.range.from, until, earlier: None, paths: false };
     let mut persons: Vec<SequencePerson> = Vec::new();
+    let mut by_name = crate::store::sequences::NameCache::default();
     scan_sequences(
         pool,
         &scan,
@@ -744,7 +745,7 @@ async fn reaches_from_sequences(
             if (e.bot && !include_bots) || e.ts_us < from_us || e.ts_us >= until_us {
                 return None;
             }
-            let (steps, exclusions) = masks.get(e.name).copied().unwrap_or((0, 0));
+            let (steps, exclusions) = by_name.get(&e, |name| masks.get(name).copied().unwrap_or((0, 0)));
             // Strict order needs every event of the person: any other event in between breaks a chain.
             (strict || steps != 0 || exclusions != 0).then_some((steps, exclusions))
         },

@@ -303,6 +303,7 @@ pub async fn run_from(
             earlier: first_time.then(|| start_name.to_owned()),
             paths: false,
         };
+        let mut by_name = crate::store::sequences::NameCache::default();
         scan_sequences(
             pool,
             &scan,
@@ -310,12 +311,11 @@ pub async fn run_from(
                 if e.bot && !include_bots || e.ts_us >= to_us {
                     return None;
                 }
-                let is_start = e.name == start_name;
+                let (is_start, is_return) = by_name.get(&e, |name| (name == start_name, name == return_name));
                 if e.ts_us < from_us {
                     // Only a first-time cohort looks back, and only for the start event.
                     return (first_time && is_start).then_some((true, false));
                 }
-                let is_return = e.name == return_name;
                 (is_start || is_return).then_some((is_start, is_return))
             },
             |person, events| {

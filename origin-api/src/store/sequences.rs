@@ -127,10 +127,40 @@ pub struct SeqEvent<'a> {
     pub ts_us: i64,
     /// Event name.
     pub name: &'a str,
+    /// The name's number in the project (`sequence_values`), 0 for an event of a raw day: what
+    /// [`NameCache`] keys on, so a scan compares each name once, not once per event.
+    pub name_num: u32,
     /// The page path of a page event (when the scan reads paths).
     pub path: Option<&'a str>,
     /// Flagged as a bot.
     pub bot: bool,
+}
+
+/// What a scan's `keep` derives from an event's name, computed once per name number (events of raw
+/// days, without a number, are derived each time).
+#[derive(Debug)]
+pub struct NameCache<T> {
+    by_num: Vec<Option<T>>,
+}
+
+impl<T: Copy> Default for NameCache<T> {
+    fn default() -> Self {
+        NameCache { by_num: Vec::new() }
+    }
+}
+
+impl<T: Copy> NameCache<T> {
+    /// `derive(e.name)`, from the cache when the name has a number.
+    pub fn get(&mut self, e: &SeqEvent<'_>, derive: impl FnOnce(&str) -> T) -> T {
+        if e.name_num == 0 {
+            return derive(e.name);
+        }
+        let i = e.name_num as usize;
+        if self.by_num.len() <= i {
+            self.by_num.resize(i + 1, None);
+        }
+        *self.by_num[i].get_or_insert_with(|| derive(e.name))
+    }
 }
 
 /// Persons met so far and their kept events, by person number: the mapping's numbers
@@ -295,15 +325,17 @@ pub async fn scan<T>(
             for (i, chunk) in ts.chunks_exact(8).enumerate() {
                 let Ok(bytes) = chunk.try_into() else { continue };
                 let ts_us = i64::from_be_bytes(bytes);
-                let p = int4(dids, i).and_then(|d| u32::try_from(d).ok()).map_or(NONE, |d| map.person_of(d));
-                if p == NONE {
-                    continue;
-                }
-                let name = int4(nums, i).and_then(|n| names.get(n)?.as_deref()).unwrap_or("");
+                let name_num = int4(nums, i).unwrap_or(0);
+                let name = names.get(name_num).and_then(Option::as_deref).unwrap_or("");
                 let path = pnums.and_then(|v| paths.get(int4(v, i)?)?.as_deref());
-                let ev = SeqEvent { ts_us, name, path, bot: bots.get(i).is_some_and(|&b| b != 0) };
+                let name_num = u32::try_from(name_num).unwrap_or(0);
+                let ev = SeqEvent { ts_us, name, name_num, path, bot: bots.get(i).is_some_and(|&b| b != 0) };
+                // The person only for kept events: the mapping is large, its reads miss the cache.
                 if let Some(t) = keep(ev) {
-                    persons.push(p, (ts_us, t));
+                    let p = int4(dids, i).and_then(|d| u32::try_from(d).ok()).map_or(NONE, |d| map.person_of(d));
+                    if p != NONE {
+                        persons.push(p, (ts_us, t));
+                    }
                 }
             }
         }
@@ -349,6 +381,7 @@ pub async fn scan<T>(
             );
             let ev = SeqEvent {
                 ts_us,
+                name_num: 0,
                 name: nms.get(i).copied().unwrap_or(""),
                 path: if s.paths { pths.get(i).copied().flatten() } else { None },
                 bot: bots.get(i).copied().unwrap_or(false),
@@ -443,6 +476,23 @@ mod tests {
         people.push(one, (6, ()));
         people.push(n + 1, (7, ()));
         assert_eq!(people.order, [n + 1, one]);
+    }
+
+    #[test]
+    fn names_are_derived_once_per_number() {
+        let mut cache: NameCache<usize> = NameCache::default();
+        let mut calls = 0;
+        let ev = |name: &'static str, name_num: u32| SeqEvent { ts_us: 0, name, name_num, path: None, bot: false };
+        for (name, num, want) in [("a", 3, 1), ("a", 3, 1), ("bb", 1, 2), ("a", 3, 1), ("ccc", 0, 3), ("ccc", 0, 3)] {
+            assert_eq!(
+                cache.get(&ev(name, num), |n| {
+                    calls += 1;
+                    n.len()
+                }),
+                want
+            );
+        }
+        assert_eq!(calls, 4, "a and bb once each, the unnumbered name every time");
     }
 
     #[test]
