@@ -13,12 +13,14 @@
 //!   the next.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::filter::{Scope, SqlBuilder};
 use super::funnel::{common_where, refuse_compare, scan_sequences, sequences_fit, stream_rows, PersonGroups, Source};
 use super::model::{Common, QueryError};
+use crate::store::sequences::NameCache;
 
 /// The value that stands for the values beyond the top K of a step.
 pub const OTHER: &str = "$other";
@@ -286,9 +288,8 @@ pub async fn run_from(
     let cfg = PathsConfig { anchor: q.anchor.clone(), direction: q.direction, steps: q.steps, top_k: q.top_k };
     let mut all: Vec<Vec<String>> = Vec::new();
     let mut groups: PersonGroups<String> = PersonGroups::default();
-    let mut done = |_person: String, values: Vec<String>| {
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        let path = person_path(&refs, &cfg);
+    let mut add = |values: &[&str]| {
+        let path = person_path(values, &cfg);
         if !path.is_empty() {
             all.push(path.into_iter().map(str::to_owned).collect());
         }
@@ -303,6 +304,8 @@ pub async fn run_from(
             earlier: None,
             paths: pages,
         };
+        // Values shared per number: a page view costs a reference count, not a string.
+        let mut interned: NameCache<Option<Arc<str>>> = NameCache::default();
         scan_sequences(
             pool,
             &scan,
@@ -311,19 +314,25 @@ pub async fn run_from(
                     return None;
                 }
                 if pages {
-                    e.path.map(str::to_owned)
+                    let path = e.path?;
+                    interned.of(e.path_num, path, |p| Some(Arc::from(p)))
                 } else {
-                    Some(e.name.to_owned())
+                    interned.get(&e, |n| Some(Arc::from(n)))
                 }
             },
-            |person, values| {
+            |_person, values| {
                 if !values.is_empty() {
-                    done(person, values.into_iter().map(|(_, v)| v).collect());
+                    let refs: Vec<&str> = values.iter().map(|(_, v)| &**v).collect();
+                    add(&refs);
                 }
             },
         )
         .await?;
     } else {
+        let mut done = |_person: String, values: Vec<String>| {
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            add(&refs);
+        };
         stream_rows(pool, &sql, &b, |row| {
             let person: &str = row.try_get(0)?;
             let v: String = row.try_get(1)?;

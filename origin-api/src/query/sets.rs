@@ -314,8 +314,7 @@ mod tests {
 
     fn check(body: Value, metrics: &[Metric], dimension: Option<&str>, expected: Option<(&str, &str)>) {
         let now = "2026-12-01T12:00:00Z".parse().unwrap();
-        let (common, _): (Common, serde_json::Map<String, Value>) =
-            parse_query(body.clone(), "UTC", now).unwrap();
+        let (common, _): (Common, serde_json::Map<String, Value>) = parse_query(body.clone(), "UTC", now).unwrap();
         let dim = dimension.map(|d| Field::parse(d).unwrap());
         let got = fit(&common, metrics, dim.as_ref()).map(|s| (s.sel, s.dim.unwrap_or("")));
         assert_eq!(got, expected.map(|(a, b)| (a.to_owned(), b)), "{body} {metrics:?} {dimension:?}");

@@ -132,34 +132,41 @@ pub struct SeqEvent<'a> {
     pub name_num: u32,
     /// The page path of a page event (when the scan reads paths).
     pub path: Option<&'a str>,
+    /// The path's number in the project, 0 for none or an event of a raw day (as `name_num`).
+    pub path_num: u32,
     /// Flagged as a bot.
     pub bot: bool,
 }
 
-/// What a scan's `keep` derives from an event's name, computed once per name number (events of raw
-/// days, without a number, are derived each time).
+/// What a scan's `keep` derives from an event's name (or path), computed once per number
+/// (values without a number, from raw days, are derived each time).
 #[derive(Debug)]
 pub struct NameCache<T> {
     by_num: Vec<Option<T>>,
 }
 
-impl<T: Copy> Default for NameCache<T> {
+impl<T: Clone> Default for NameCache<T> {
     fn default() -> Self {
         NameCache { by_num: Vec::new() }
     }
 }
 
-impl<T: Copy> NameCache<T> {
+impl<T: Clone> NameCache<T> {
     /// `derive(e.name)`, from the cache when the name has a number.
     pub fn get(&mut self, e: &SeqEvent<'_>, derive: impl FnOnce(&str) -> T) -> T {
-        if e.name_num == 0 {
-            return derive(e.name);
+        self.of(e.name_num, e.name, derive)
+    }
+
+    /// `derive(value)` for the value numbered `num` (0: no number, derived each time).
+    pub fn of(&mut self, num: u32, value: &str, derive: impl FnOnce(&str) -> T) -> T {
+        if num == 0 {
+            return derive(value);
         }
-        let i = e.name_num as usize;
+        let i = num as usize;
         if self.by_num.len() <= i {
             self.by_num.resize(i + 1, None);
         }
-        *self.by_num[i].get_or_insert_with(|| derive(e.name))
+        self.by_num[i].get_or_insert_with(|| derive(value)).clone()
     }
 }
 
@@ -327,9 +334,12 @@ pub async fn scan<T>(
                 let ts_us = i64::from_be_bytes(bytes);
                 let name_num = int4(nums, i).unwrap_or(0);
                 let name = names.get(name_num).and_then(Option::as_deref).unwrap_or("");
-                let path = pnums.and_then(|v| paths.get(int4(v, i)?)?.as_deref());
+                let path_num = pnums.and_then(|v| int4(v, i)).unwrap_or(0);
+                let path = paths.get(path_num).and_then(Option::as_deref);
+                let path_num = if path.is_some() { u32::try_from(path_num).unwrap_or(0) } else { 0 };
                 let name_num = u32::try_from(name_num).unwrap_or(0);
-                let ev = SeqEvent { ts_us, name, name_num, path, bot: bots.get(i).is_some_and(|&b| b != 0) };
+                let bot = bots.get(i).is_some_and(|&b| b != 0);
+                let ev = SeqEvent { ts_us, name, name_num, path, path_num, bot };
                 // The person only for kept events: the mapping is large, its reads miss the cache.
                 if let Some(t) = keep(ev) {
                     let p = int4(dids, i).and_then(|d| u32::try_from(d).ok()).map_or(NONE, |d| map.person_of(d));
@@ -382,6 +392,7 @@ pub async fn scan<T>(
             let ev = SeqEvent {
                 ts_us,
                 name_num: 0,
+                path_num: 0,
                 name: nms.get(i).copied().unwrap_or(""),
                 path: if s.paths { pths.get(i).copied().flatten() } else { None },
                 bot: bots.get(i).copied().unwrap_or(false),
@@ -482,7 +493,14 @@ mod tests {
     fn names_are_derived_once_per_number() {
         let mut cache: NameCache<usize> = NameCache::default();
         let mut calls = 0;
-        let ev = |name: &'static str, name_num: u32| SeqEvent { ts_us: 0, name, name_num, path: None, bot: false };
+        let ev = |name: &'static str, name_num: u32| SeqEvent {
+            ts_us: 0,
+            name,
+            name_num,
+            path: None,
+            path_num: 0,
+            bot: false,
+        };
         for (name, num, want) in [("a", 3, 1), ("a", 3, 1), ("bb", 1, 2), ("a", 3, 1), ("ccc", 0, 3), ("ccc", 0, 3)] {
             assert_eq!(
                 cache.get(&ev(name, num), |n| {
