@@ -36,12 +36,25 @@ fn cpu_of(pids: &[i32]) -> f64 {
         .sum()
 }
 
-/// Every running `postgres` process (the benchmark's cluster is the only one it starts).
-fn postgres_pids() -> Vec<i32> {
+/// The processes of the benchmark's own PostgreSQL: the postmaster (first line of
+/// `postmaster.pid`) and its children. Other clusters on the machine (another benchmark, a test
+/// run) are not counted.
+fn postgres_pids(cluster_dir: &std::path::Path) -> Vec<i32> {
+    let Some(postmaster) = std::fs::read_to_string(cluster_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+    else {
+        return Vec::new();
+    };
+    let parent_of = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The field after the state, which follows the parenthesised command name.
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .filter(|pid| *pid == postmaster || parent_of(*pid) == Some(postmaster))
         .collect()
 }
 
@@ -53,10 +66,10 @@ struct CpuSample {
     me: f64,
 }
 
-fn sample(origin_pid: i32) -> CpuSample {
+fn sample(origin_pid: i32, cluster_dir: &std::path::Path) -> CpuSample {
     CpuSample {
         origin: cpu_of(&[origin_pid]),
-        postgres: postgres_pids().into_iter().map(|p| (p, cpu_of(&[p]))).collect(),
+        postgres: postgres_pids(cluster_dir).into_iter().map(|p| (p, cpu_of(&[p]))).collect(),
         me: cpu_of(&[std::process::id() as i32]),
     }
 }
@@ -68,6 +81,12 @@ fn delta(before: &CpuSample, after: &CpuSample) -> (f64, f64, f64) {
         .map(|(pid, t)| t - before.postgres.iter().find(|(p, _)| p == pid).map(|(_, t0)| *t0).unwrap_or(0.0))
         .sum();
     (after.origin - before.origin, pg, after.me - before.me)
+}
+
+/// The server's current WAL position, in bytes.
+async fn wal_position(pool: &deadpool_postgres::Pool) -> anyhow::Result<i64> {
+    let client = pool.get().await?;
+    Ok(client.query_one("SELECT (pg_current_wal_lsn() - '0/0')::int8", &[]).await?.get(0))
 }
 
 /// Event `i` of the run. A batch holds the events of `sessions` visitors, each contributing a
@@ -129,13 +148,29 @@ async fn main() -> anyhow::Result<()> {
     let batch_size = BATCH;
     let dir = tempfile::Builder::new().prefix("nexus-bench-").tempdir_in("/tmp")?;
     // Default (durable) server settings: fsync on, synchronous commit on.
-    let pg = EmbeddedPostgres::start(&EmbeddedOptions { data_dir: dir.path().to_path_buf(), no_fsync: false })?;
+    let opts = EmbeddedOptions { data_dir: dir.path().to_path_buf(), no_fsync: false };
+    let mut pg = EmbeddedPostgres::start(&opts)?;
+    // Diagnosis only (off by default, changes nothing else): per-statement time and WAL.
+    let pg_stats = std::env::var_os("NEXUS_BENCH_PG_STATS").is_some();
+    if pg_stats {
+        let (c, conn) = tokio_postgres::connect(&pg.connection_string("postgres"), tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        c.batch_execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'").await?;
+        drop(c);
+        drop(pg);
+        pg = EmbeddedPostgres::start(&opts)?;
+    }
     store::ensure_database(&pg.connection_string("postgres"), "bench").await?;
     let url = pg.connection_string("bench");
     let pool = store::pool(&url, 4)?;
     store::migrate(&pool).await?;
+    if pg_stats {
+        pool.get().await?.batch_execute("CREATE EXTENSION pg_stat_statements").await?;
+    }
     let project = store::projects::create_project(&pool, "bench", "UTC", &[]).await?;
 
+    // Where `EmbeddedPostgres` keeps the cluster (its `postmaster.pid` names the server).
+    let cluster_dir = dir.path().join("pg");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut origin = std::process::Command::new(env!("CARGO_BIN_EXE_nexus-origin"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &url])
@@ -203,14 +238,49 @@ async fn main() -> anyhow::Result<()> {
     send_all(Arc::new(make_batches(2_000))).await;
     let batches = Arc::new(make_batches(total));
     let events = batches.len() * batch_size;
-    let before = sample(origin_pid);
+    if pg_stats {
+        pool.get().await?.batch_execute("SELECT pg_stat_statements_reset()").await?;
+    }
+    let wal_http = wal_position(&pool).await?;
+    let before = sample(origin_pid, &cluster_dir);
     let started = Instant::now();
     send_all(batches).await;
     let http_secs = started.elapsed().as_secs_f64();
-    let (http_origin_cpu, http_pg_cpu, http_me_cpu) = delta(&before, &sample(origin_pid));
+    let (http_origin_cpu, http_pg_cpu, http_me_cpu) = delta(&before, &sample(origin_pid, &cluster_dir));
+    let wal_http = wal_position(&pool).await? - wal_http;
 
     // Storage per event (table + indexes, the dedup key table included).
     let client = pool.get().await?;
+    if pg_stats {
+        let rows = client
+            .query(
+                "SELECT calls, total_exec_time, wal_records, wal_bytes::float8, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25",
+                &[],
+            )
+            .await?;
+        println!(
+            "{:>8} {:>10} {:>8} {:>8} {:>9} query (per 1k events: ms, WAL records, WAL KB)",
+            "calls", "ms", "rec", "walKB", "rows"
+        );
+        let k = events as f64 / 1000.0;
+        for r in rows {
+            let (calls, ms, rec, wal, n, q): (i64, f64, i64, f64, i64, String) =
+                (r.get(0), r.get(1), r.get(2), r.get::<_, f64>(3), r.get(4), r.get(5));
+            println!("{calls:>8} {:>10.2} {:>8.0} {:>8.1} {n:>9} {q}", ms / k, rec as f64 / k, wal / 1024.0 / k);
+        }
+        for r in client
+            .query(
+                "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, pg_total_relation_size(relid)
+                 FROM pg_stat_user_tables WHERE n_tup_ins + n_tup_upd > 1000 ORDER BY relname",
+                &[],
+            )
+            .await?
+        {
+            let (t, i, u, h, b): (String, i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            println!("{t}: {i} inserted, {u} updated ({h} HOT), {b} bytes");
+        }
+    }
     let stored: i64 = client.query_one("SELECT count(*) FROM events", &[]).await?.get(0);
     let bytes: i64 = client
         .query_one(
@@ -266,7 +336,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     client.batch_execute("TRUNCATE events; CHECKPOINT;").await?;
-    let before = sample(origin_pid);
+    let wal_copy = wal_position(&pool).await?;
+    let before = sample(origin_pid, &cluster_dir);
     let started = Instant::now();
     let sink = client.copy_in("COPY events FROM STDIN (FORMAT text)").await?;
     futures_util::pin_mut!(sink);
@@ -275,7 +346,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let copied = sink.finish().await?;
     let copy_secs = started.elapsed().as_secs_f64();
-    let (_, copy_pg_cpu, copy_me_cpu) = delta(&before, &sample(origin_pid));
+    let (_, copy_pg_cpu, copy_me_cpu) = delta(&before, &sample(origin_pid, &cluster_dir));
+    let wal_copy = wal_position(&pool).await? - wal_copy;
 
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(origin_pid), nix::sys::signal::Signal::SIGTERM);
     let _ = origin.wait();
@@ -310,6 +382,11 @@ async fn main() -> anyhow::Result<()> {
         per_k(copy_me_cpu, copied as f64)
     );
     println!("ratio HTTP / COPY: {:.1}%", rate / copy_rate * 100.0);
+    println!(
+        "WAL: {:.0} bytes per event over HTTP, {:.0} by COPY",
+        wal_http as f64 / events as f64,
+        wal_copy as f64 / copied as f64
+    );
     println!(
         "storage: {:.0} bytes per event (events + indexes + event_ids, {stored} rows)",
         bytes as f64 / stored as f64

@@ -3,6 +3,8 @@
 //! Pure: takes the enriched event, returns the derived fields. User agents are parsed with the
 //! woothee crate (a maintained, dependency-free parser shared with other languages).
 
+use std::sync::Arc;
+
 use ahash::AHashMap as HashMap;
 use protocol::forward::EnrichedEvent;
 
@@ -66,19 +68,25 @@ fn agent(ua: Option<&str>, bot: bool) -> Agent {
 }
 
 /// Derives the typed columns of a batch. The events of one request share a user agent and a
-/// few pages, so each distinct user agent and page is parsed once, not once per event.
-pub fn derive_all(events: &[EnrichedEvent]) -> Vec<Derived> {
+/// few pages, so each distinct user agent and page is parsed once, and each distinct
+/// combination of the two is one shared value: an event costs a reference count, not a copy
+/// of nine strings (cloning and dropping those was a tenth of the writer's time).
+pub fn derive_all(events: &[EnrichedEvent]) -> Vec<Arc<Derived>> {
     let mut agents: HashMap<(Option<&str>, bool), Agent> = HashMap::default();
     let mut places: HashMap<PlaceKey<'_>, Place> = HashMap::default();
+    let mut derived: HashMap<(PlaceKey<'_>, Option<&str>, bool), Arc<Derived>> = HashMap::default();
     events
         .iter()
         .map(|e| {
-            let agent = agents
-                .entry((e.user_agent.as_deref(), e.bot))
-                .or_insert_with(|| agent(e.user_agent.as_deref(), e.bot))
-                .clone();
-            let place = places.entry(place_key(e)).or_insert_with(|| place(e)).clone();
-            with_place(place, agent)
+            let (ua, bot, key) = (e.user_agent.as_deref(), e.bot, place_key(e));
+            derived
+                .entry((key, ua, bot))
+                .or_insert_with(|| {
+                    let agent = agents.entry((ua, bot)).or_insert_with(|| agent(ua, bot)).clone();
+                    let place = places.entry(key).or_insert_with(|| place(e)).clone();
+                    Arc::new(with_place(place, agent))
+                })
+                .clone()
         })
         .collect()
 }

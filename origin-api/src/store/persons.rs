@@ -15,7 +15,8 @@ use crate::ingest::identity::{self, Known};
 /// a person" and whose id is in here needs no database work at all: that is most events. Capped
 /// by clearing, which only costs a few extra lookups.
 /// Person deletion (GDPR) must clear the entries of the ids it deletes.
-static MAPPED: std::sync::LazyLock<std::sync::Mutex<HashSet<(i64, String)>>> =
+/// Keyed by project, then id: an id is looked up as a `&str`, without a copy per event.
+static MAPPED: std::sync::LazyLock<std::sync::Mutex<HashMap<i64, HashSet<String>>>> =
     std::sync::LazyLock::new(Default::default);
 const MAPPED_CAP: usize = 1_000_000;
 
@@ -30,10 +31,10 @@ fn needs_identity(e: &EnrichedEvent) -> bool {
 /// committed (a rolled-back mapping must not be skipped later).
 pub fn remember(project_id: i64, ids: Vec<String>) {
     let mut mapped = MAPPED.lock().unwrap_or_else(|p| p.into_inner());
-    if mapped.len() > MAPPED_CAP {
+    if mapped.values().map(HashSet::len).sum::<usize>() > MAPPED_CAP {
         mapped.clear();
     }
-    mapped.extend(ids.into_iter().map(|d| (project_id, d)));
+    mapped.entry(project_id).or_default().extend(ids);
 }
 
 /// Forgets every cached mapping (after person deletions).
@@ -53,7 +54,7 @@ pub async fn resolve(
         events
             .iter()
             .filter_map(|e| e.event.distinct_id().or(e.visitor_hash.as_deref()).map(|d| (*e, d)))
-            .filter(|(e, d)| needs_identity(e) || !mapped.contains(&(project_id, (*d).to_owned())))
+            .filter(|(e, d)| needs_identity(e) || !mapped.get(&project_id).is_some_and(|ids| ids.contains(*d)))
             .collect()
     };
     if ordered.is_empty() {

@@ -78,7 +78,7 @@ pub fn fold(events: &[(&EnrichedEvent, &Derived)]) -> Vec<SessionDelta> {
         let Some(sid) = e.event.session_id.as_deref() else { continue };
         let t = e.timestamp;
         let is_page = e.event.kind == EventType::Page;
-        let path = e.event.context.path.clone();
+        let path = &e.event.context.path;
         let s = out.entry(sid).or_insert_with(|| SessionDelta {
             session_id: sid.to_owned(),
             distinct_id: e.event.distinct_id().or(e.visitor_hash.as_deref()).unwrap_or_default().to_owned(),
@@ -103,7 +103,7 @@ pub fn fold(events: &[(&EnrichedEvent, &Derived)]) -> Vec<SessionDelta> {
                 s.entry = Some((t, path.clone()));
             }
             if s.exit.as_ref().is_none_or(|(at, _)| t >= *at) {
-                s.exit = Some((t, path));
+                s.exit = Some((t, path.clone()));
             }
         }
     }
