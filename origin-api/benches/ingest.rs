@@ -4,7 +4,8 @@
 //!
 //! Run with `cargo xtask bench-ingest` (or `cargo bench -p nexus-origin --bench ingest -- ARGS`).
 //! Prints a table: events/s, CPU seconds per 1,000 events of each process (origin, PostgreSQL,
-//! load generator), storage bytes per event, and the 2xx-to-visible latency.
+//! load generator), storage bytes per event, and the 2xx-to-visible latency. HTTP and COPY
+//! alternate in `--rounds` rounds (3), each COPY taking the rows its round stored.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -145,6 +146,9 @@ async fn main() -> anyhow::Result<()> {
     let total = arg("--events", 200_000);
     let concurrency = arg("--concurrency", 8);
     let sessions = arg("--sessions-per-batch", 10);
+    // HTTP and COPY alternate in rounds, so that the machine's speed drifting during a run (it
+    // does, on a shared host) weighs on both sides alike; the ratio is taken per round.
+    let rounds = arg("--rounds", 3).max(1);
     let batch_size = BATCH;
     let dir = tempfile::Builder::new().prefix("nexus-bench-").tempdir_in("/tmp")?;
     // Default (durable) server settings: fsync on, synchronous commit on.
@@ -236,21 +240,152 @@ async fn main() -> anyhow::Result<()> {
 
     // Warm-up: connections, prepared statements, partitions.
     send_all(Arc::new(make_batches(2_000))).await;
-    let batches = Arc::new(make_batches(total));
-    let events = batches.len() * batch_size;
+    let per_round = (total / rounds / batch_size).max(1) * batch_size;
+    let events = per_round * rounds;
     if pg_stats {
         pool.get().await?.batch_execute("SELECT pg_stat_statements_reset()").await?;
     }
-    let wal_http = wal_position(&pool).await?;
-    let before = sample(origin_pid, &cluster_dir);
-    let started = Instant::now();
-    send_all(batches).await;
-    let http_secs = started.elapsed().as_secs_f64();
-    let (http_origin_cpu, http_pg_cpu, http_me_cpu) = delta(&before, &sample(origin_pid, &cluster_dir));
-    let wal_http = wal_position(&pool).await? - wal_http;
-
-    // Storage per event (table + indexes, the dedup key table included).
     let client = pool.get().await?;
+    // One round: the HTTP ingest of `per_round` new events, then the COPY of exactly the rows it
+    // stored, appended to the same table (both sides write into a table of the same size).
+    let mut results: Vec<Round> = Vec::new();
+    for round in 0..rounds {
+        let batches = Arc::new(make_batches(per_round));
+        let wal_http = wal_position(&pool).await?;
+        let round_start: chrono::DateTime<chrono::Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+        let before = sample(origin_pid, &cluster_dir);
+        let started = Instant::now();
+        send_all(batches).await;
+        let http_secs = started.elapsed().as_secs_f64();
+        let (origin_cpu, pg_cpu, me_cpu) = delta(&before, &sample(origin_pid, &cluster_dir));
+        let wal_http = wal_position(&pool).await? - wal_http;
+        let round_end: chrono::DateTime<chrono::Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+        if round == 0 {
+            first_round_checks(&client, &http, &base, &project, sessions, pg_stats, per_round).await?;
+        }
+        let mut rows = Vec::new();
+        {
+            let sql = format!(
+                "COPY (SELECT * FROM events WHERE received_at >= '{}' AND received_at <= '{}') TO STDOUT (FORMAT text)",
+                round_start.to_rfc3339(),
+                round_end.to_rfc3339()
+            );
+            let stream = client.copy_out(sql.as_str()).await?;
+            futures_util::pin_mut!(stream);
+            while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+                rows.extend_from_slice(&chunk?);
+            }
+        }
+        client.batch_execute("CHECKPOINT").await?;
+        let wal_copy = wal_position(&pool).await?;
+        let before = sample(origin_pid, &cluster_dir);
+        let started = Instant::now();
+        let sink = client.copy_in("COPY events FROM STDIN (FORMAT text)").await?;
+        futures_util::pin_mut!(sink);
+        for chunk in rows.chunks(256 * 1024) {
+            sink.send(bytes::Bytes::copy_from_slice(chunk)).await?;
+        }
+        let copied = sink.finish().await?;
+        let copy_secs = started.elapsed().as_secs_f64();
+        let (_, copy_pg_cpu, copy_me_cpu) = delta(&before, &sample(origin_pid, &cluster_dir));
+        let wal_copy = wal_position(&pool).await? - wal_copy;
+        anyhow::ensure!(copied as usize == per_round, "round {round}: {copied} rows copied of {per_round} sent");
+        let r = Round {
+            http_secs,
+            origin_cpu,
+            pg_cpu,
+            me_cpu,
+            wal_http,
+            copy_secs,
+            copy_pg_cpu,
+            copy_me_cpu,
+            wal_copy,
+            events: per_round as f64,
+        };
+        println!(
+            "round {}: HTTP {:.0} events/s, COPY {:.0} events/s, ratio {:.1}%",
+            round + 1,
+            r.events / r.http_secs,
+            r.events / r.copy_secs,
+            r.copy_secs / r.http_secs * 100.0
+        );
+        results.push(r);
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(origin_pid), nix::sys::signal::Signal::SIGTERM);
+    let _ = origin.wait();
+    drop(client);
+    pool.close();
+    drop(pg);
+
+    let sum = |f: fn(&Round) -> f64| results.iter().map(f).sum::<f64>();
+    let (n, http_secs, copy_secs) = (sum(|r| r.events), sum(|r| r.http_secs), sum(|r| r.copy_secs));
+    let rate = n / http_secs;
+    let copy_rate = n / copy_secs;
+    let mut ratios: Vec<f64> = results.iter().map(|r| r.copy_secs / r.http_secs * 100.0).collect();
+    ratios.sort_by(f64::total_cmp);
+    let per_k = |cpu: f64| cpu / n * 1000.0;
+    println!(
+        "\ningest benchmark: {events} events in batches of {batch_size} ({sessions} sessions per batch), {concurrency} connections, durable settings, {rounds} rounds"
+    );
+    println!(
+        "{:<34} {:>12} {:>14} {:>14} {:>14}",
+        "path", "events/s", "origin cpu-s/k", "postgres cpu-s/k", "loadgen cpu-s/k"
+    );
+    println!(
+        "{:<34} {:>12.0} {:>14.4} {:>14.4} {:>14.4}",
+        "HTTP /v1/batch (origin enriches)",
+        rate,
+        per_k(sum(|r| r.origin_cpu)),
+        per_k(sum(|r| r.pg_cpu)),
+        per_k(sum(|r| r.me_cpu))
+    );
+    println!(
+        "{:<34} {:>12.0} {:>14} {:>14.4} {:>14.4}",
+        "COPY (FORMAT text), same rows",
+        copy_rate,
+        "-",
+        per_k(sum(|r| r.copy_pg_cpu)),
+        per_k(sum(|r| r.copy_me_cpu))
+    );
+    println!(
+        "ratio HTTP / COPY: {:.1}% over all rounds; per round {} (median {:.1}%)",
+        rate / copy_rate * 100.0,
+        ratios.iter().map(|r| format!("{r:.1}%")).collect::<Vec<_>>().join(", "),
+        ratios[ratios.len() / 2]
+    );
+    println!(
+        "WAL: {:.0} bytes per event over HTTP, {:.0} by COPY",
+        sum(|r| r.wal_http as f64) / n,
+        sum(|r| r.wal_copy as f64) / n
+    );
+    Ok(())
+}
+
+/// One round's measurements: seconds, CPU seconds (origin, PostgreSQL, load generator), WAL bytes.
+struct Round {
+    http_secs: f64,
+    origin_cpu: f64,
+    pg_cpu: f64,
+    me_cpu: f64,
+    wal_http: i64,
+    copy_secs: f64,
+    copy_pg_cpu: f64,
+    copy_me_cpu: f64,
+    wal_copy: i64,
+    events: f64,
+}
+
+/// After the first round's HTTP ingest (before any COPY): the statement statistics when asked
+/// for, storage per event, and the time from a 2xx to the event being visible.
+async fn first_round_checks(
+    client: &deadpool_postgres::Client,
+    http: &reqwest::Client,
+    base: &str,
+    project: &store::projects::NewProject,
+    sessions: usize,
+    pg_stats: bool,
+    events: usize,
+) -> anyhow::Result<()> {
     if pg_stats {
         let rows = client
             .query(
@@ -326,67 +461,6 @@ async fn main() -> anyhow::Result<()> {
     }
     visible.sort_by(f64::total_cmp);
 
-    // The raw limit: the same rows, COPY'd as text into the same table (indexes and all).
-    let mut rows = Vec::new();
-    {
-        let stream = client.copy_out("COPY (SELECT * FROM events) TO STDOUT (FORMAT text)").await?;
-        futures_util::pin_mut!(stream);
-        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-            rows.extend_from_slice(&chunk?);
-        }
-    }
-    client.batch_execute("TRUNCATE events; CHECKPOINT;").await?;
-    let wal_copy = wal_position(&pool).await?;
-    let before = sample(origin_pid, &cluster_dir);
-    let started = Instant::now();
-    let sink = client.copy_in("COPY events FROM STDIN (FORMAT text)").await?;
-    futures_util::pin_mut!(sink);
-    for chunk in rows.chunks(256 * 1024) {
-        sink.send(bytes::Bytes::copy_from_slice(chunk)).await?;
-    }
-    let copied = sink.finish().await?;
-    let copy_secs = started.elapsed().as_secs_f64();
-    let (_, copy_pg_cpu, copy_me_cpu) = delta(&before, &sample(origin_pid, &cluster_dir));
-    let wal_copy = wal_position(&pool).await? - wal_copy;
-
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(origin_pid), nix::sys::signal::Signal::SIGTERM);
-    let _ = origin.wait();
-    drop(client);
-    pool.close();
-    drop(pg);
-
-    let rate = events as f64 / http_secs;
-    let copy_rate = copied as f64 / copy_secs;
-    let per_k = |cpu: f64, n: f64| cpu / n * 1000.0;
-    println!(
-        "\ningest benchmark: {events} events in batches of {batch_size} ({sessions} sessions per batch), {concurrency} connections, durable settings"
-    );
-    println!(
-        "{:<34} {:>12} {:>14} {:>14} {:>14}",
-        "path", "events/s", "origin cpu-s/k", "postgres cpu-s/k", "loadgen cpu-s/k"
-    );
-    println!(
-        "{:<34} {:>12.0} {:>14.4} {:>14.4} {:>14.4}",
-        "HTTP /v1/batch (origin enriches)",
-        rate,
-        per_k(http_origin_cpu, events as f64),
-        per_k(http_pg_cpu, events as f64),
-        per_k(http_me_cpu, events as f64)
-    );
-    println!(
-        "{:<34} {:>12.0} {:>14} {:>14.4} {:>14.4}",
-        "COPY (FORMAT text), same rows",
-        copy_rate,
-        "-",
-        per_k(copy_pg_cpu, copied as f64),
-        per_k(copy_me_cpu, copied as f64)
-    );
-    println!("ratio HTTP / COPY: {:.1}%", rate / copy_rate * 100.0);
-    println!(
-        "WAL: {:.0} bytes per event over HTTP, {:.0} by COPY",
-        wal_http as f64 / events as f64,
-        wal_copy as f64 / copied as f64
-    );
     println!(
         "storage: {:.0} bytes per event (events + indexes + event_ids, {stored} rows)",
         bytes as f64 / stored as f64

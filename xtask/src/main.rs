@@ -71,6 +71,9 @@ enum Cmd {
         /// Visitors (sessions) whose events make up one batch of 100.
         #[arg(long, default_value_t = 10)]
         sessions_per_batch: usize,
+        /// HTTP and COPY alternate in this many rounds (the ratio is printed per round and overall).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Build the browser SDK (wasm + npm package).
     BuildSdk,
@@ -98,13 +101,13 @@ fn main() -> Result<()> {
         Cmd::Run => run::run(&ctx),
         Cmd::Test => ci::test(&ctx),
         Cmd::TestE2e => e2e::test(&ctx),
-        Cmd::BenchIngest { events, concurrency, sessions_per_batch } => {
+        Cmd::BenchIngest { events, concurrency, sessions_per_batch, rounds } => {
             let (events, concurrency) = (events.to_string(), concurrency.to_string());
-            let sessions = sessions_per_batch.to_string();
+            let (sessions, rounds) = (sessions_per_batch.to_string(), rounds.to_string());
             let sh = &ctx.sh;
             Ok(xshell::cmd!(
                 sh,
-                "cargo bench --locked -p nexus-origin --bench ingest -- --events {events} --concurrency {concurrency} --sessions-per-batch {sessions}"
+                "cargo bench --locked -p nexus-origin --bench ingest -- --events {events} --concurrency {concurrency} --sessions-per-batch {sessions} --rounds {rounds}"
             )
             .run()?)
         }
