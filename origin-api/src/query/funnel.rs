@@ -869,16 +869,7 @@ pub async fn run_from(
         let mut reaches = reaches_from_sequences(pool, project_id, common, q, &cfg, until_ts).await?;
         // Persons in one order whatever the source, so float sums of the times add up identically.
         reaches.sort_by(|a, b| a.person.cmp(&b.person));
-        let result = aggregate(&reaches, &cfg, false);
-        return Ok(FunnelResponse {
-            timezone: common.timezone.clone(),
-            from: common.range.from,
-            to: common.range.to,
-            window_days: q.window_days,
-            order: q.order,
-            total: result.total,
-            breakdowns: result.breakdowns,
-        });
+        return Ok(response(common, q, aggregate(&reaches, &cfg, false)));
     }
 
     type Row = (FunnelEvent, Option<String>);
@@ -909,8 +900,12 @@ pub async fn run_from(
     groups.flush(&mut done);
     reaches.sort_by(|a, b| a.person.cmp(&b.person));
 
-    let result = aggregate(&reaches, &cfg, common.breakdown.is_some());
-    Ok(FunnelResponse {
+    Ok(response(common, q, aggregate(&reaches, &cfg, common.breakdown.is_some())))
+}
+
+/// The answer of a funnel query, whichever source computed `result`.
+fn response(common: &Common, q: &FunnelQuery, result: FunnelResult) -> FunnelResponse {
+    FunnelResponse {
         timezone: common.timezone.clone(),
         from: common.range.from,
         to: common.range.to,
@@ -918,7 +913,7 @@ pub async fn run_from(
         order: q.order,
         total: result.total,
         breakdowns: result.breakdowns,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -13,14 +13,13 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use roaring::RoaringBitmap;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::filter::{query_rows, SqlBuilder};
 use super::model::{Common, Condition, Field, Filter, Op, Operand, QueryError};
 use super::rollup::Plan;
 use super::time::{day_start, local_date, Range};
 use super::trends::Metric;
-use crate::store::idmap::{IdMap, NONE};
+use crate::store::idmap::{IdMap, Overlay};
 pub use crate::store::rollups::SET_DIMS;
 
 /// What a qualifying query reads: the selector and the dimension of the rollup-set rows.
@@ -99,45 +98,6 @@ struct Acc {
     persons: Vec<u32>,
 }
 
-/// Person numbers of the raw days' persons the mapping does not know (new since the last
-/// rollup): numbered after the mapping's.
-struct Extra<'a> {
-    map: &'a IdMap,
-    persons: HashMap<Uuid, u32>,
-    dids: HashMap<String, u32>,
-    next: u32,
-}
-
-impl Extra<'_> {
-    fn person(&mut self, person: Option<Uuid>, num: Option<i32>, did: Option<String>) -> u32 {
-        if let Some(id) = person {
-            if let Some(p) = self.map.person(&id) {
-                return p;
-            }
-            let next = &mut self.next;
-            return *self.persons.entry(id).or_insert_with(|| {
-                *next += 1;
-                *next - 1
-            });
-        }
-        if let Some(p) = num.and_then(|n| u32::try_from(n).ok()).map(|n| self.map.person_of(n)) {
-            if p != NONE {
-                return p;
-            }
-        }
-        let key = match (num, did) {
-            (_, Some(d)) => d,
-            (Some(n), None) => format!("#{n}"),
-            (None, None) => String::new(),
-        };
-        let next = &mut self.next;
-        *self.dids.entry(key).or_insert_with(|| {
-            *next += 1;
-            *next - 1
-        })
-    }
-}
-
 /// The cells of one period: per bucket (`starts`, or one bucket) and per value of the dimension
 /// (every value apart when `top` is `None`; else the top values apart and the rest as "other").
 // The parts of a query trends.rs already holds, passed as they are.
@@ -205,10 +165,7 @@ pub async fn cells(
             None => String::new(),
         };
         let (who, group) = match persons {
-            Some(_) => (
-                ", pd.person_id, s.num, CASE WHEN pd.person_id IS NULL AND s.num IS NULL THEN e.distinct_id END",
-                "1, 2, 3, 4, 5",
-            ),
+            Some(_) => (", pd.person_id, s.num, e.distinct_id", "1, 2, 3, 4, 5"),
             None => (", NULL::uuid, NULL::int4, NULL::text", "1, 2"),
         };
         let joins = match persons {
@@ -227,22 +184,21 @@ pub async fn cells(
             t = b.bind(tos),
         );
         let raw = query_rows(tx, &sql, &b).await?;
-        let mut extra =
-            persons.map(|m| Extra { map: m, persons: HashMap::new(), dids: HashMap::new(), next: m.n_persons() });
+        let mut overlay = persons.map(Overlay::new);
         for r in &raw {
             let i: i32 = r.try_get(0)?;
             let day = dirty[usize::try_from(i - 1).unwrap_or(0)];
             let (value, other) = group_of(r.try_get(1)?);
             let a = acc.entry((bucket_of(day), value, other)).or_default();
             a.events += r.try_get::<_, i64>(5)?;
-            if let Some(x) = extra.as_mut() {
-                a.persons.push(x.person(r.try_get(2)?, r.try_get(3)?, r.try_get(4)?));
+            if let Some(o) = overlay.as_mut() {
+                let did: Option<&str> = r.try_get(4)?;
+                a.persons.push(o.person(r.try_get(2)?, r.try_get(3)?, did.unwrap_or_default()));
             }
         }
-        if let Some(x) = extra {
+        if let Some(o) = overlay {
             // Persons numbered here are counted below with the mapping's.
-            let n = x.next;
-            return Ok(finish(acc, metrics, persons, n));
+            return Ok(finish(acc, metrics, persons, o.n_persons()));
         }
     }
     let n = persons.map_or(0, IdMap::n_persons);

@@ -129,6 +129,72 @@ impl IdMap {
     }
 }
 
+/// The persons of raw events (days not rolled up yet) on top of a mapping: the mapping's numbers,
+/// then numbers of their own for the persons it has not met, with their keys as the raw queries
+/// spell them (`p:<person id>`, `d:<distinct id>`).
+#[derive(Debug)]
+pub struct Overlay<'m> {
+    map: &'m IdMap,
+    persons: AHashMap<Uuid, u32>,
+    dids: AHashMap<String, u32>,
+    keys: Vec<String>,
+}
+
+impl<'m> Overlay<'m> {
+    /// No extra person yet.
+    pub fn new(map: &'m IdMap) -> Self {
+        Overlay { map, persons: AHashMap::new(), dids: AHashMap::new(), keys: Vec::new() }
+    }
+
+    /// The mapping it extends.
+    pub fn map(&self) -> &'m IdMap {
+        self.map
+    }
+
+    /// Person numbers handed out, the mapping's included: every number is below this.
+    pub fn n_persons(&self) -> u32 {
+        self.map.n_persons() + u32::try_from(self.keys.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The key of an extra person (a number from the mapping's count on).
+    pub fn extra_key(&self, p: u32) -> Option<&str> {
+        self.keys.get(p.checked_sub(self.map.n_persons())? as usize).map(String::as_str)
+    }
+
+    fn extra(&mut self, key: String) -> u32 {
+        let p = self.n_persons();
+        self.keys.push(key);
+        p
+    }
+
+    /// The person of a raw event: its person id, else its distinct id (numbered or not). An
+    /// unmapped distinct id named like a mapped one is its own person, as in the raw queries.
+    pub fn person(&mut self, person: Option<Uuid>, num: Option<i32>, distinct_id: &str) -> u32 {
+        if let Some(id) = person {
+            if let Some(p) = self.map.person(&id) {
+                return p;
+            }
+            if let Some(&p) = self.persons.get(&id) {
+                return p;
+            }
+            let p = self.extra(format!("p:{id}"));
+            self.persons.insert(id, p);
+            return p;
+        }
+        if let Some(p) = num.and_then(|n| u32::try_from(n).ok()).map(|n| self.map.person_of(n)) {
+            if p != NONE {
+                return p;
+            }
+        }
+        if let Some(&p) = self.dids.get(distinct_id) {
+            return p;
+        }
+        let p = self.extra(format!("d:{distinct_id}"));
+        self.dids.insert(distinct_id.to_owned(), p);
+        p
+    }
+}
+
 /// One copy per (database, project).
 type Copies = Mutex<HashMap<(Uuid, i64), Arc<tokio::sync::Mutex<Option<Arc<IdMap>>>>>>;
 static COPIES: LazyLock<Copies> = LazyLock::new(Copies::default);
@@ -223,5 +289,33 @@ mod tests {
         assert_eq!(m.owner(m.person_of(1)), Some(Owner::Person(b)));
         assert_eq!(m.owner(m.person_of(5)), Some(Owner::Did(5)));
         assert_eq!(m.max_num, 5);
+    }
+
+    /// A raw event's person: by person id, else by its numbered distinct id, else by its distinct
+    /// id; the mapping's numbers first, then numbers of their own for persons it has not met.
+    #[test]
+    fn raw_events_find_their_persons() {
+        let (p1, p9) = (Uuid::from_u128(1), Uuid::from_u128(9));
+        let map = IdMap::from_pairs(&[(1, Some(p1)), (2, None), (3, Some(p1))]);
+        let mut o = Overlay::new(&map);
+        let n = map.n_persons();
+        let one = map.person(&p1).unwrap();
+        let cases: [(Option<Uuid>, Option<i32>, &str, u32); 7] = [
+            (Some(p1), Some(1), "a", one),
+            (None, Some(2), "b", map.person_of(2)),
+            (Some(p9), None, "x", n),
+            (None, None, "y", n + 1),
+            (Some(p9), Some(7), "z", n),
+            (None, None, "y", n + 1),
+            // An unmapped id named like a mapped one is its own person.
+            (None, None, "a", n + 2),
+        ];
+        for (person, num, did, want) in cases {
+            assert_eq!(o.person(person, num, did), want, "{person:?} {num:?} {did}");
+        }
+        assert_eq!(o.n_persons(), n + 3);
+        assert_eq!(o.extra_key(n), Some("p:00000000-0000-0000-0000-000000000009"));
+        assert_eq!(o.extra_key(n + 2), Some("d:a"));
+        assert_eq!(o.extra_key(one), None);
     }
 }

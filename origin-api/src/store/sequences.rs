@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt;
 use uuid::Uuid;
 
-use super::idmap::{IdMap, Owner, NONE};
+use super::idmap::{IdMap, Overlay, Owner, NONE};
 use super::StoreError;
 
 /// Midnight UTC starting `day`.
@@ -170,68 +170,28 @@ impl<T: Clone> NameCache<T> {
     }
 }
 
-/// Persons met so far and their kept events, by person number: the mapping's numbers
-/// (`store::idmap`), then numbers of their own for persons of raw days the mapping has not met.
+/// Persons met so far and their kept events, by person number ([`Overlay`]: the mapping's
+/// numbers, then numbers of their own for persons of raw days the mapping has not met).
 struct People<'m, T> {
-    map: &'m IdMap,
+    overlay: Overlay<'m>,
     events: Vec<Vec<(i64, T)>>,
     /// Person numbers in the order their first event was kept (the order `done` gets them).
     order: Vec<u32>,
-    extra_persons: HashMap<Uuid, u32>,
-    extra_dids: HashMap<String, u32>,
-    /// Keys of the extra persons (from the mapping's count on).
-    extra_keys: Vec<String>,
 }
 
 impl<'m, T> People<'m, T> {
     fn new(map: &'m IdMap) -> Self {
         let mut events = Vec::new();
         events.resize_with(map.n_persons() as usize, Vec::new);
-        People {
-            map,
-            events,
-            order: Vec::new(),
-            extra_persons: HashMap::new(),
-            extra_dids: HashMap::new(),
-            extra_keys: Vec::new(),
-        }
-    }
-
-    fn extra(&mut self, key: String) -> u32 {
-        let p = u32::try_from(self.events.len()).unwrap_or(NONE);
-        self.events.push(Vec::new());
-        self.extra_keys.push(key);
-        p
-    }
-
-    /// The person of a raw event: its person id, else its distinct id (numbered or not).
-    fn of(&mut self, person: Option<Uuid>, num: Option<i32>, distinct_id: &str) -> u32 {
-        if let Some(id) = person {
-            if let Some(p) = self.map.person(&id) {
-                return p;
-            }
-            if let Some(&p) = self.extra_persons.get(&id) {
-                return p;
-            }
-            let p = self.extra(format!("p:{id}"));
-            self.extra_persons.insert(id, p);
-            return p;
-        }
-        if let Some(p) = num.and_then(|n| u32::try_from(n).ok()).map(|n| self.map.person_of(n)) {
-            if p != NONE {
-                return p;
-            }
-        }
-        if let Some(&p) = self.extra_dids.get(distinct_id) {
-            return p;
-        }
-        let p = self.extra(format!("d:{distinct_id}"));
-        self.extra_dids.insert(distinct_id.to_owned(), p);
-        p
+        People { overlay: Overlay::new(map), events, order: Vec::new() }
     }
 
     fn push(&mut self, p: u32, item: (i64, T)) {
-        if let Some(list) = self.events.get_mut(p as usize) {
+        let i = p as usize;
+        if i >= self.events.len() && p < self.overlay.n_persons() {
+            self.events.resize_with(i + 1, Vec::new);
+        }
+        if let Some(list) = self.events.get_mut(i) {
             if list.is_empty() {
                 self.order.push(p);
             }
@@ -384,7 +344,7 @@ pub async fn scan<T>(
         };
         mixed |= !clean_days.is_empty();
         for (i, &ts_us) in ts.iter().enumerate() {
-            let p = persons.of(
+            let p = persons.overlay.person(
                 pids.get(i).copied().flatten(),
                 nums.get(i).copied().flatten(),
                 dids.get(i).copied().unwrap_or(""),
@@ -435,7 +395,7 @@ pub async fn scan<T>(
             did_names.insert(r.try_get(0)?, r.try_get(1)?);
         }
     }
-    let People { mut events, order, extra_keys, .. } = persons;
+    let People { mut events, order, overlay } = persons;
     for p in order {
         let key = if p < n_mapped {
             match map.owner(p) {
@@ -444,8 +404,8 @@ pub async fn scan<T>(
                 None => continue,
             }
         } else {
-            match extra_keys.get((p - n_mapped) as usize) {
-                Some(k) => k.clone(),
+            match overlay.extra_key(p) {
+                Some(k) => k.to_owned(),
                 None => continue,
             }
         };
@@ -461,32 +421,16 @@ pub async fn scan<T>(
 mod tests {
     use super::*;
 
-    /// A raw event's person: by person id, else by its numbered distinct id, else by its distinct id;
-    /// the mapping's numbers first, then numbers of their own for persons it has not met.
     #[test]
-    fn raw_events_find_their_persons() {
-        let (p1, p9) = (Uuid::from_u128(1), Uuid::from_u128(9));
-        let map = IdMap::from_pairs(&[(1, Some(p1)), (2, None), (3, Some(p1))]);
+    fn persons_are_listed_in_the_order_first_kept() {
+        let map = IdMap::from_pairs(&[(1, None), (2, None)]);
         let mut people: People<'_, ()> = People::new(&map);
-        let n = map.n_persons();
-        let check = |people: &mut People<'_, ()>, person: Option<Uuid>, num: Option<i32>, did: &str, want: u32| {
-            assert_eq!(people.of(person, num, did), want, "{person:?} {num:?} {did}");
-        };
-        let one = map.person(&p1).unwrap();
-        check(&mut people, Some(p1), Some(1), "a", one);
-        check(&mut people, None, Some(2), "b", map.person_of(2));
-        // A person the mapping has not met, and distinct ids without a number: numbers of their own.
-        check(&mut people, Some(p9), None, "x", n);
-        check(&mut people, None, None, "y", n + 1);
-        check(&mut people, Some(p9), Some(7), "z", n);
-        check(&mut people, None, None, "y", n + 1);
-        // An unmapped id named like a mapped one is its own person.
-        check(&mut people, None, None, "a", n + 2);
-        assert_eq!(people.extra_keys, ["p:00000000-0000-0000-0000-000000000009", "d:y", "d:a"]);
-        people.push(n + 1, (5, ()));
-        people.push(one, (6, ()));
-        people.push(n + 1, (7, ()));
-        assert_eq!(people.order, [n + 1, one]);
+        let extra = people.overlay.person(None, None, "new");
+        for p in [extra, map.person_of(2), extra, map.person_of(1)] {
+            people.push(p, (0, ()));
+        }
+        assert_eq!(people.order, [extra, map.person_of(2), map.person_of(1)]);
+        assert_eq!(people.events[extra as usize].len(), 2);
     }
 
     #[test]

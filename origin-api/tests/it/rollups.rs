@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
 
-use crate::support::{query, BOT_UA, BROWSER_UA};
+use crate::support::{query, send_from, BOT_UA, BROWSER_UA};
 use crate::support::{read, TestApp};
 
 /// Client addresses (the test origin trusts 127.0.0.1 as a proxy): countries from the mmdb, and
@@ -53,20 +53,7 @@ async fn send(app: &TestApp, p: &NewProject, events: &[Gen]) {
     for (ip, addr) in IPS.iter().enumerate() {
         for bot in [false, true] {
             let batch: Vec<Value> = events.iter().filter(|e| e.ip == ip && e.bot == bot).map(Gen::json).collect();
-            for chunk in batch.chunks(500) {
-                let res = app
-                    .http
-                    .post(app.url(&format!("/v1/batch?key={}", p.write_key)))
-                    .header("content-type", "application/json")
-                    .header("x-forwarded-for", *addr)
-                    .header("user-agent", if bot { BOT_UA } else { BROWSER_UA })
-                    .body(json!({ "batch": chunk }).to_string())
-                    .send()
-                    .await
-                    .unwrap();
-                let (status, body) = read(res).await;
-                assert_eq!((status, body["rejected"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
-            }
+            send_from(app, &p.write_key, &batch, if bot { BOT_UA } else { BROWSER_UA }, Some(addr)).await;
         }
     }
 }

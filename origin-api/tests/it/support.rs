@@ -156,16 +156,21 @@ pub const BOT_UA: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.go
 
 /// Posts events (timestamps kept as sent: no `sent_at`) with a write key and a user agent.
 pub async fn send(app: &TestApp, write_key: &str, events: &[Value], ua: &str) {
+    send_from(app, write_key, events, ua, None).await;
+}
+
+/// As [`send`], from a client address given in `x-forwarded-for` (the test origin trusts it).
+pub async fn send_from(app: &TestApp, write_key: &str, events: &[Value], ua: &str, ip: Option<&str>) {
     for chunk in events.chunks(500) {
-        let res = app
+        let mut req = app
             .http
             .post(app.url(&format!("/v1/batch?key={write_key}")))
             .header("content-type", "application/json")
-            .header("user-agent", ua)
-            .body(json!({ "batch": chunk }).to_string())
-            .send()
-            .await
-            .unwrap();
+            .header("user-agent", ua);
+        if let Some(ip) = ip {
+            req = req.header("x-forwarded-for", ip);
+        }
+        let res = req.body(json!({ "batch": chunk }).to_string()).send().await.unwrap();
         let (status, body) = read(res).await;
         assert_eq!((status, body["rejected"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
     }
