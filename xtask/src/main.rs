@@ -63,16 +63,16 @@ enum Cmd {
     /// Benchmark origin ingest over HTTP against a raw COPY of the same rows.
     BenchIngest {
         /// Events to send (batches of 100).
-        #[arg(long, default_value_t = 200_000)]
+        #[arg(long, default_value_t = 400_000)]
         events: usize,
         /// Concurrent HTTP connections.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 16)]
         concurrency: usize,
         /// Visitors (sessions) whose events make up one batch of 100.
         #[arg(long, default_value_t = 10)]
         sessions_per_batch: usize,
         /// HTTP and COPY alternate in this many rounds (the ratio is printed per round and overall).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 4)]
         rounds: usize,
     },
     /// Build the browser SDK (wasm + npm package).

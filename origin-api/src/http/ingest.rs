@@ -65,7 +65,7 @@ fn with_cors(mut res: Response, allow: Option<HeaderValue>) -> Response {
 }
 
 async fn resolve_write_key(state: &AppState, key: &str) -> Result<ResolvedKey, AppError> {
-    let resolved = store::projects::resolve_key(&state.pool, key).await?;
+    let resolved = store::projects::resolve_key_cached(&state.pool, key, std::time::Instant::now()).await?;
     Ok(ingest::authorize_write(resolved)?)
 }
 

@@ -508,7 +508,12 @@ async fn insert_once(
     }
     // Sessions grow only by the events that were new, in the same transaction: a crash between
     // the two would otherwise leave stored events that a retry (now all duplicates) never counts.
-    super::sessions::upsert(&tx, &fresh).await?;
+    // Rollups learn which days changed, in the same transaction (see store/rollups.rs). The two
+    // statements are sent together (tokio-postgres pipelines the queries of one connection that
+    // are awaited together): one round trip instead of two. Their order on the server does not
+    // matter: the marks are an append-only log without a unique key, so they never wait on
+    // another transaction and cannot take part in a deadlock with the session rows.
+    tokio::try_join!(super::sessions::upsert(&tx, &fresh), super::rollups::mark_dirty(&tx, &fresh))?;
     // Persons, one project at a time in ascending order (the advisory locks stay sorted).
     let mut by_project: BTreeMap<i64, Vec<&EnrichedEvent>> = BTreeMap::new();
     for (project_id, e, _) in &fresh {
@@ -520,8 +525,6 @@ async fn insert_once(
     }
     // The catalog (event names, property keys and values) learns from the same new events.
     super::catalog::record(&tx, &fresh).await?;
-    // Rollups learn which days changed, in the same transaction (see store/rollups.rs).
-    super::rollups::mark_dirty(&tx, &fresh).await?;
     tx.commit().await?;
     for (project_id, ids) in mapped {
         super::persons::remember(project_id, ids);
