@@ -268,6 +268,9 @@ async fn main() -> anyhow::Result<()> {
     let mut results: Vec<Round> = Vec::new();
     for round in 0..rounds {
         let batches = Arc::new(make_batches(per_round));
+        // Both sides start from a checkpoint: clean buffers, and the same full-page writes to
+        // pay (the COPY always had one; the HTTP side had the previous COPY's dirty pages).
+        client.batch_execute("CHECKPOINT").await?;
         let wal_http = wal_position(&pool).await?;
         let round_start: chrono::DateTime<chrono::Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
         let before = sample(origin_pid, &cluster_dir);
