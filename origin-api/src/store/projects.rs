@@ -152,6 +152,9 @@ type CachedKey = (std::time::Instant, ResolvedKey);
 static KEY_CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedKey>>> =
     std::sync::LazyLock::new(Default::default);
 
+/// Revocations made by this process, so that a lookup racing one is not cached.
+static REVOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// [`resolve_key`] for the ingest path, which asks once per request: a known key is read from
 /// the database at most once per [`KEY_CACHE_TTL`] (that lookup was one statement and round
 /// trip per 100-event request, ~3% of the ingest's CPU). [`revoke_key`] evicts at once.
@@ -166,9 +169,15 @@ pub async fn resolve_key_cached(
             return Ok(Some(k.clone()));
         }
     }
+    let revocations = REVOCATIONS.load(std::sync::atomic::Ordering::SeqCst);
     let resolved = resolve_key(pool, key).await?;
     if let Some(k) = &resolved {
         let mut cache = KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        // A revocation since the read may have been missed by it: not cached, or the stale
+        // answer would outlive the eviction.
+        if REVOCATIONS.load(std::sync::atomic::Ordering::SeqCst) != revocations {
+            return Ok(resolved);
+        }
         if cache.len() >= KEY_CACHE_MAX {
             cache.clear();
         }
@@ -177,13 +186,16 @@ pub async fn resolve_key_cached(
     Ok(resolved)
 }
 
-/// Revokes a key; true when it existed and was active. This process stops accepting it at once.
+/// Revokes a key; true when it existed and was active. This process stops accepting it as soon
+/// as this returns.
 pub async fn revoke_key(pool: &Pool, key: &str) -> Result<bool, StoreError> {
     let client = pool.get().await?;
     let n = client
         .execute("UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1 AND revoked_at IS NULL", &[&key_hash(key)])
         .await?;
-    KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner()).remove(&<[u8; 32]>::from(Sha256::digest(key.as_bytes())));
+    let mut cache = KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    REVOCATIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    cache.remove(&<[u8; 32]>::from(Sha256::digest(key.as_bytes())));
     Ok(n == 1)
 }
 
